@@ -1,0 +1,294 @@
+"""HubSpot CRM v3 connector, read side.
+
+Full load: the list endpoints, `after` paging, 100 a page. Incremental: the search
+endpoint on the last-modified property, keyset by time (never by `after`, so the
+10,000-result cap never binds and a record changed mid-scan is not skipped), with an
+id keyset when more than a page of records share one timestamp (the month-end trap).
+Deletes: the archived list, filtered by `archivedAt`.
+
+Cursor (opaque to the engine), one of::
+
+    {"phase": "full", "after": <token|None>, "since": <ms>}
+    {"phase": "incremental", "ts": <ms>, "seen": [ids at ts], "all_at_ts": bool,
+     "id_after": <id|None>, "archived_since": <ms>, "archived_after": <token|None>}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from hub.sdk import (
+    Connector,
+    ConnectorConfig,
+    ConnectorContext,
+    Cursor,
+    CursorKind,
+    FatalError,
+    Page,
+    RateLimitHeaders,
+    RawRecord,
+    RejectedRecord,
+    StreamSpec,
+    build_client,
+    raise_for_status,
+)
+
+RATE_HEADERS = RateLimitHeaders(
+    remaining="X-HubSpot-RateLimit-Remaining",
+    limit="X-HubSpot-RateLimit-Max",
+    interval_ms="X-HubSpot-RateLimit-Interval-Milliseconds",
+    reset_epoch=None,
+)
+LIST_LIMIT = 100  # the official SDKs' MAX_PAGE_SIZE
+SEARCH_LIMIT = 200
+
+#: stream -> (object type, canonical target, last-modified property, default properties, associations)
+OBJECTS: dict[str, tuple[str, str, str, tuple[str, ...], tuple[str, ...]]] = {
+    # contacts: `hs_lastmodifieddate` misbehaves in search on contacts; `lastmodifieddate` does not
+    "contacts": ("contacts", "contact", "lastmodifieddate",
+                 ("email", "firstname", "lastname", "phone", "jobtitle", "lifecyclestage", "associatedcompanyid",
+                  "hubspot_owner_id", "createdate", "lastmodifieddate"), ()),
+    "companies": ("companies", "account", "hs_lastmodifieddate",
+                  ("name", "domain", "industry", "hubspot_owner_id", "createdate", "hs_lastmodifieddate"), ()),
+    "deals": ("deals", "opportunity", "hs_lastmodifieddate",
+              ("dealname", "amount", "dealstage", "pipeline", "closedate", "deal_currency_code", "hubspot_owner_id",
+               "createdate", "hs_lastmodifieddate"), ("companies",)),
+}
+
+
+class HubSpotAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: SecretStr = Field(description="private-app access token")
+
+
+class HubSpotConfig(ConnectorConfig):
+    base_url: str = "https://api.hubapi.com"
+    auth: HubSpotAuth
+    #: requests per second for this portal, shared by all streams (190 per 10 s for private apps)
+    requests_per_second: float | None = Field(None, gt=0)
+    #: extra properties to read per stream, beyond the defaults and the mapping's
+    properties: dict[str, list[str]] = Field(default_factory=dict)
+    #: how far behind the newest change an incremental start is placed (search indexing lag)
+    search_lag_ms: int = Field(60_000, ge=0)
+    page_size: int = Field(LIST_LIMIT, ge=1, le=LIST_LIMIT)
+    search_page_size: int = Field(SEARCH_LIMIT, ge=1, le=SEARCH_LIMIT)
+    timeout_seconds: float = 30.0
+
+
+def to_ms(value: Any) -> int:
+    """HubSpot dates arrive as ISO strings in properties, or epoch-ms strings in filters."""
+    if value is None or value == "":
+        return 0
+    s = str(value)
+    if s.isdigit():
+        return int(s)
+    return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+class HubSpotConnector(Connector):
+    kind = "hubspot"
+    Config = HubSpotConfig
+    default_rate: ClassVar[float | None] = 19.0
+    default_burst: ClassVar[int] = 19
+
+    def __init__(self, config: ConnectorConfig, context: ConnectorContext):
+        super().__init__(config, context)
+        assert isinstance(config, HubSpotConfig)
+        self.cfg: HubSpotConfig = config
+        self._client: httpx.Client | None = None
+
+    # -- declaration -----------------------------------------------------------------------------
+
+    def streams(self) -> list[StreamSpec]:
+        return [StreamSpec(name=s, target=o[1], primary_key="id", cursor_kind=CursorKind.TIMESTAMP,
+                           reports_deletes=True, accepts_writes=False) for s, o in OBJECTS.items()]
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            token = self.cfg.auth.token.get_secret_value()
+            kwargs: dict[str, Any] = {}
+            if self.context.sleep is not None:
+                kwargs["sleep"] = self.context.sleep
+            self._client = build_client(
+                base_url=self.cfg.base_url, headers={"Authorization": f"Bearer {token}"},
+                timeout=self.cfg.timeout_seconds, budget=self.context.budget, rate_headers=RATE_HEADERS,
+                secrets=[token], transport=self.context.transport, **kwargs,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def properties(self, stream: str) -> list[str]:
+        _obj, _t, ts_prop, defaults, _a = OBJECTS[stream]
+        hinted = [p.split(".", 1)[1].split(".")[0] for p in self.context.field_hints.get(stream, ())
+                  if p.startswith("properties.")]
+        return sorted({*defaults, ts_prop, *hinted, *self.cfg.properties.get(stream, [])})
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        resp = self.client.get(path, params=params)
+        return self._json(raise_for_status(resp, getattr(self.client, "redactor", None)))
+
+    def _search(self, obj: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.client.post(f"/crm/v3/objects/{obj}/search", content=orjson.dumps(body),
+                                headers={"Content-Type": "application/json"},
+                                extensions={"crmhub.idempotent": True})
+        return self._json(raise_for_status(resp, getattr(self.client, "redactor", None)))
+
+    @staticmethod
+    def _json(resp: httpx.Response) -> dict[str, Any]:
+        try:
+            data = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise FatalError(f"HubSpot answered {resp.status_code} with a body that is not JSON: "
+                             f"{resp.text[:200]!r}") from None
+        if not isinstance(data, dict):
+            raise FatalError(f"HubSpot answered with JSON that is not an object: {str(data)[:200]}")
+        return data
+
+    def check(self) -> str:
+        self._get("/crm/v3/objects/contacts", {"limit": 1})
+        return f"token accepted by {self.cfg.base_url}"
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _record(self, stream: str, raw: dict[str, Any]) -> RawRecord | RejectedRecord:
+        ext = raw.get("id")
+        if not ext:
+            return RejectedRecord(None, raw, "HubSpot record without an id")
+        return RawRecord(external_id=str(ext), updated_at=raw.get("updatedAt"), data=raw)
+
+    def _page(self, stream: str, results: list[dict[str, Any]], cursor: Cursor, requests: int = 1,
+              deleted: list[str] | None = None) -> Page:
+        page = Page(next_cursor=cursor, requests=requests, deleted=deleted or [])
+        for raw in results:
+            rec = self._record(stream, raw)
+            (page.records if isinstance(rec, RawRecord) else page.rejected).append(rec)  # type: ignore[arg-type]
+        return page
+
+    def read(self, stream: str, cursor: Cursor | None) -> Iterator[Page]:
+        if stream not in OBJECTS:
+            raise FatalError(f"hubspot has no stream {stream!r}")
+        if not cursor:
+            cursor = {"phase": "full", "after": None, "since": self._newest_change(stream)}
+        if cursor.get("phase") == "full":
+            last: Cursor = {}
+            for page in self._read_full(stream, cursor):
+                last = page.next_cursor or {}
+                yield page
+            cursor = last
+        yield from self._read_incremental(stream, cursor)
+
+    @staticmethod
+    def _first_incremental(since: int) -> Cursor:
+        # archived_since 0: after a (re)load, every archived record is reported once
+        return {"phase": "incremental", "ts": since, "seen": [], "all_at_ts": False, "id_after": None,
+                "collapsed": False, "archived_since": 0, "archived_after": None, "archived_max": None}
+
+    def _newest_change(self, stream: str) -> int:
+        """The vendor's own newest change time, so the incremental start does not rely on our clock."""
+        obj, _t, ts_prop, _d, _a = OBJECTS[stream]
+        data = self._search(obj, {"sorts": [{"propertyName": ts_prop, "direction": "DESCENDING"}],
+                                  "properties": [ts_prop], "limit": 1})
+        newest = max((to_ms(r.get("properties", {}).get(ts_prop)) for r in data.get("results", [])), default=0)
+        return max(0, newest - self.cfg.search_lag_ms) if newest else 0
+
+    def _read_full(self, stream: str, cursor: Cursor) -> Iterator[Page]:
+        obj, _t, _ts, _d, assoc = OBJECTS[stream]
+        params: dict[str, Any] = {"limit": self.cfg.page_size, "properties": ",".join(self.properties(stream)),
+                                  "archived": "false"}
+        if assoc:
+            params["associations"] = ",".join(assoc)
+        after = cursor.get("after")
+        while True:
+            data = self._get(f"/crm/v3/objects/{obj}", {**params, **({"after": after} if after else {})})
+            after = (((data.get("paging") or {}).get("next")) or {}).get("after")
+            if not after:
+                # the last full page's checkpoint is already the incremental start
+                yield self._page(stream, data.get("results", []), self._first_incremental(int(cursor["since"])))
+                return
+            yield self._page(stream, data.get("results", []), {**cursor, "after": after})
+
+    def _read_incremental(self, stream: str, cursor: Cursor) -> Iterator[Page]:
+        obj, _t, ts_prop, _d, _a = OBJECTS[stream]
+        props = self.properties(stream)
+        limit = self.cfg.search_page_size
+        c = dict(cursor)
+        while True:
+            ts = int(c["ts"])
+            if c.get("id_after") is not None or c.get("collapsed"):
+                # more than a page of records share `ts`: walk them by id
+                filters = [{"propertyName": ts_prop, "operator": "EQ", "value": str(ts)},
+                           {"propertyName": "hs_object_id", "operator": "GT", "value": str(c.get("id_after") or 0)}]
+                body = {"filterGroups": [{"filters": filters}],
+                        "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                        "properties": props, "limit": limit}
+                results = self._search(obj, body).get("results", [])
+                seen = set(c.get("seen") or [])
+                fresh = [r for r in results if str(r.get("id")) not in seen]
+                if len(results) < limit:
+                    c = {**c, "id_after": None, "collapsed": False, "all_at_ts": True, "seen": []}
+                else:
+                    c = {**c, "id_after": max(int(r["id"]) for r in results), "collapsed": True}
+                yield self._page(stream, fresh, dict(c))
+                continue
+            op = "GT" if c.get("all_at_ts") else "GTE"
+            body = {"filterGroups": [{"filters": [{"propertyName": ts_prop, "operator": op, "value": str(ts)}]}],
+                    "sorts": [{"propertyName": ts_prop, "direction": "ASCENDING"}],
+                    "properties": props, "limit": limit}
+            results = self._search(obj, body).get("results", [])
+            if not results:
+                break
+            stamps = [to_ms((r.get("properties") or {}).get(ts_prop)) for r in results]
+            seen = set(c.get("seen") or []) if not c.get("all_at_ts") else set()
+            fresh = [r for r, t in zip(results, stamps, strict=True) if not (t == ts and str(r.get("id")) in seen)]
+            top = max(stamps)
+            at_top = [str(r.get("id")) for r, t in zip(results, stamps, strict=True) if t == top]
+            full_page = len(results) >= limit
+            if full_page and min(stamps) == top:
+                # the whole page shares one timestamp: a time keyset cannot move past it
+                c = {**c, "ts": top, "seen": sorted(set(at_top) | (seen if top == ts else set())),
+                     "all_at_ts": False, "collapsed": True, "id_after": None}
+            else:
+                carried = seen if top == ts else set()
+                c = {**c, "ts": top, "seen": sorted(carried | set(at_top)), "all_at_ts": False}
+            yield self._page(stream, fresh, dict(c))
+            if not full_page:
+                break
+        yield from self._read_archived(stream, c)
+
+    def _read_archived(self, stream: str, c: Cursor) -> Iterator[Page]:
+        """Deletes: HubSpot lists archived records but cannot filter them by time, so filter here."""
+        obj = OBJECTS[stream][0]
+        since = int(c.get("archived_since") or 0)
+        newest = int(c.get("archived_max") or since)
+        after = c.get("archived_after")
+        while True:
+            params: dict[str, Any] = {"limit": self.cfg.page_size, "archived": "true", "properties": "hs_object_id"}
+            if after:
+                params["after"] = after
+            data = self._get(f"/crm/v3/objects/{obj}", params)
+            gone = []
+            for r in data.get("results", []):
+                at = to_ms(r.get("archivedAt"))
+                if at >= since:
+                    gone.append(str(r["id"]))
+                    newest = max(newest, at)
+            after = (((data.get("paging") or {}).get("next")) or {}).get("after")
+            if after:
+                yield Page(deleted=gone, next_cursor={**c, "archived_after": after, "archived_max": newest})
+            else:
+                yield Page(deleted=gone, next_cursor={**c, "archived_after": None, "archived_max": None,
+                                                      "archived_since": newest})
+                return

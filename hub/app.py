@@ -1,0 +1,51 @@
+"""Wiring: one `Hub` holds the config, the database engine, connectors and mappings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Engine
+
+from hub.config import HubConfig, load_config
+from hub.mapping import Mappings, load_mappings
+from hub.registry import ConnectorFactory
+from hub.sync import SyncEngine
+from state.db import ensure_schema, make_engine
+
+
+class Hub:
+    def __init__(self, cfg: HubConfig, *, transport: Any = None, sleep: Any = None, db: Engine | None = None):
+        self.cfg = cfg
+        self._transport = transport
+        self._sleep = sleep
+        self._db = db
+
+    @classmethod
+    def from_path(cls, path: str | None = None, **kwargs: Any) -> Hub:
+        return cls(load_config(path), **kwargs)
+
+    @cached_property
+    def db(self) -> Engine:
+        return self._db or make_engine(self.cfg.database)
+
+    def ready(self) -> Hub:
+        """Check (SQLite: apply) the schema; call before touching the database."""
+        ensure_schema(self.db)
+        return self
+
+    @cached_property
+    def factory(self) -> ConnectorFactory:
+        return ConnectorFactory(self.cfg, transport=self._transport, sleep=self._sleep)
+
+    @cached_property
+    def mappings(self) -> Mappings:
+        return load_mappings(self.cfg.base_dir() if self.cfg.path else None, self.cfg.mappings_dir)
+
+    @cached_property
+    def engine(self) -> SyncEngine:
+        return SyncEngine(self.cfg, self.db, self.factory, self.mappings)
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()

@@ -1,0 +1,146 @@
+"""`crmhub.yaml`: load, substitute `${ENV}` references, validate, explain mistakes.
+
+Every error names the key (as a dotted path) and says how to fix it; all problems
+are reported at once, not one per run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from state.db import DEFAULT_SQLITE_URL
+
+__all__ = ["ConfigError", "HubConfig", "SyncSettings", "load_config"]
+
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` are 'key: what is wrong. Fix: ...' lines."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + ("\n  ".join(["invalid configuration:", *problems])))
+
+
+class SyncSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retry_max_attempts: int = Field(5, ge=1, description="attempts before a bad record is dead-lettered")
+    retry_backoff_seconds: float = Field(60.0, ge=0)
+    lease_ttl_seconds: float = Field(120.0, gt=0)
+    prefetch_pages: int = Field(2, ge=0, le=16)
+
+
+class HubConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database: str = DEFAULT_SQLITE_URL
+    connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    #: a folder of mapping YAML read before the packaged defaults (relative to the config file)
+    mappings_dir: str = "mappings"
+    ownership: dict[str, Any] = Field(default_factory=dict)
+    #: where the file came from, for relative paths and messages
+    path: str | None = None
+
+    @field_validator("connectors")
+    @classmethod
+    def _names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, block in value.items():
+            if not INSTANCE_NAME.match(name):
+                raise ValueError(
+                    f"instance name {name!r} must be lowercase letters, digits and _ starting with a letter "
+                    "(it names the system in ownership rules and the change log)"
+                )
+            if not isinstance(block, dict) or "kind" not in block:
+                raise ValueError(f"{name}: add `kind: <connector>` (for example `kind: hubspot`)")
+        return value
+
+    def base_dir(self) -> Path:
+        return Path(self.path).parent if self.path else Path.cwd()
+
+
+def _substitute(value: Any, path: str, problems: list[str]) -> Any:
+    """Replace `${VAR}` (or `${VAR:-default}`) in every string, reporting unset ones by key."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        def repl(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            got = os.environ.get(var)
+            if got is None:
+                if default is not None:
+                    return default
+                problems.append(
+                    f"{path}: refers to ${{{var}}}, which is not set. Fix: export {var}=... "
+                    f"before running crmhub (or write `${{{var}:-default}}`)"
+                )
+                return ""
+            return got
+        return ENV_REF.sub(repl, value)
+    return value
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
+    out = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        kind = e["type"]
+        if kind == "missing":
+            fix = f"add `{e['loc'][-1]}:`"
+        elif kind == "extra_forbidden":
+            fix = "remove it, or check its spelling"
+        else:
+            fix = f"{e['msg'][0].lower()}{e['msg'][1:]}"
+        what = "missing" if kind == "missing" else "not allowed here" if kind == "extra_forbidden" else "invalid"
+        got = "" if kind in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
+        out.append(f"{key}: {what}{got}. Fix: {fix}")
+    return out
+
+
+def parse_config(data: Any, source: str = "crmhub.yaml", path: str | None = None) -> HubConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): must be a mapping of keys such as `database:` and `connectors:`"])
+    problems: list[str] = []
+    data = _substitute(data, "", problems)
+    try:
+        cfg = HubConfig.model_validate({**data, "path": path})
+    except ValidationError as err:
+        problems.extend(format_validation_error(err))
+        raise ConfigError(source, problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    override = os.environ.get("CRMHUB_DATABASE_URL")
+    if override:
+        cfg.database = override
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> HubConfig:
+    """Read `path` (default `$CRMHUB_CONFIG`, then `./crmhub.yaml`); a missing default file is empty."""
+    explicit = path is not None or "CRMHUB_CONFIG" in os.environ
+    p = Path(path or os.environ.get("CRMHUB_CONFIG") or "crmhub.yaml")
+    if not p.exists():
+        if explicit:
+            raise ConfigError(str(p), [f"(file): {p} does not exist. Fix: pass --config with an existing file"])
+        return parse_config({}, "defaults")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(str(p), [f"(yaml) {where}: {getattr(err, 'problem', err)}. Fix: correct the YAML syntax"]) from None
+    return parse_config(data, str(p), str(p.resolve()))

@@ -1,0 +1,47 @@
+"""The connector SDK: everything a connector author imports, and nothing else.
+
+    from hub.sdk import Connector, ConnectorConfig, Page, RawRecord, StreamSpec, build_client
+"""
+
+from hub.sdk.connector import Connector, ConnectorConfig, ConnectorContext
+from hub.sdk.errors import (
+    AuthError,
+    ConnectorError,
+    CursorExpired,
+    FatalError,
+    RateLimited,
+    RetriableError,
+    SkippableRecord,
+)
+from hub.sdk.http import RateLimitHeaders, RetryPolicy, build_client, raise_for_status
+from hub.sdk.ratelimit import RateBudget, TokenBucket
+from hub.sdk.redact import Redactor, RedactingFilter
+from hub.sdk.types import Cursor, CursorKind, Page, RawRecord, RejectedRecord, StreamSpec, WriteResult
+
+__all__ = [
+    "AuthError",
+    "Connector",
+    "ConnectorConfig",
+    "ConnectorContext",
+    "ConnectorError",
+    "Cursor",
+    "CursorExpired",
+    "CursorKind",
+    "FatalError",
+    "Page",
+    "RateBudget",
+    "RateLimitHeaders",
+    "RateLimited",
+    "RawRecord",
+    "RedactingFilter",
+    "Redactor",
+    "RejectedRecord",
+    "RetriableError",
+    "RetryPolicy",
+    "SkippableRecord",
+    "StreamSpec",
+    "TokenBucket",
+    "WriteResult",
+    "build_client",
+    "raise_for_status",
+]

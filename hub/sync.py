@@ -1,0 +1,245 @@
+"""The sync engine: lease a stream, read pages, write each page as one transaction.
+
+The transaction that writes a page's entities, links and change log also stores
+the cursor that follows the page and renews the stream's lease. That commit is
+the checkpoint: a crash anywhere resumes from the last committed page, with
+nothing lost and nothing written twice (see docs/guarantees.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from hub.config import HubConfig
+from hub.mapping import Mappings
+from hub.prefetch import prefetch
+from hub.registry import ConnectorFactory
+from hub.sdk.connector import Connector
+from hub.sdk.errors import CursorExpired, FatalError, RetriableError
+from hub.sdk.types import Cursor, RawRecord
+from hub.writer import PageOutcome, PageWriter
+from state import repos
+
+log = logging.getLogger("crmhub.sync")
+
+#: canonical entities that others reference go first, so references resolve to real rows
+TARGET_ORDER = {"account": 0, "contact": 1, "lead": 1, "opportunity": 2, "activity": 3}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeaseLost(Exception):
+    """Another worker took this stream's lease: stop writing at once."""
+
+
+@dataclass
+class StreamResult:
+    connector: str
+    stream: str
+    status: str = "ok"  # ok, failed, busy
+    read: int = 0
+    written: int = 0
+    deleted: int = 0
+    failed: int = 0
+    requests: int = 0
+    pages: int = 0
+    retried: int = 0  # queued records replayed successfully
+    cursor: Cursor | None = None
+    full_resync: bool = False
+    resync_reason: str | None = None
+    error: str | None = None
+    run_id: int | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+
+ProgressFn = Callable[[StreamResult], None]
+
+
+class SyncEngine:
+    def __init__(self, cfg: HubConfig, db: Engine, factory: ConnectorFactory, mappings: Mappings, *,
+                 worker: str | None = None, clock: Callable[[], datetime] = utcnow):
+        self.cfg = cfg
+        self.db = db
+        self.factory = factory
+        self.mappings = mappings
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.clock = clock
+        s = cfg.sync
+        self.lease_ttl = timedelta(seconds=s.lease_ttl_seconds)
+        self.backoff = timedelta(seconds=s.retry_backoff_seconds)
+        self.max_attempts = s.retry_max_attempts
+
+    # -- planning --------------------------------------------------------------------------------
+
+    def plan(self, target: str | None = None) -> list[tuple[str, str]]:
+        """(instance, stream) pairs to run: all enabled, one instance, or `instance.stream`."""
+        inst, _, only = (target or "").partition(".")
+        names = [inst] if inst else self.factory.names()
+        pairs: list[tuple[int, int, str, str]] = []
+        for n_i, name in enumerate(names):
+            conn = self.factory.build(name)
+            try:
+                specs = [conn.stream(only)] if only else conn.enabled_streams()
+            finally:
+                conn.close()
+            for spec in specs:
+                pairs.append((TARGET_ORDER.get(spec.target, 9), n_i, name, spec.name))
+        return [(name, stream) for _o, _n, name, stream in sorted(pairs)]
+
+    def build(self, name: str) -> Connector:
+        """A connector instance that knows which vendor fields its mappings read."""
+        try:
+            streams = self.mappings.for_connector(name, self.factory.kind(name))
+            hints = {s: m.paths for s, m in streams.items()}
+        except KeyError:
+            hints = {}
+        return self.factory.build(name, hints)
+
+    def run(self, target: str | None = None, *, full: bool = False,
+            progress: ProgressFn | None = None) -> list[StreamResult]:
+        results = []
+        built: dict[str, Connector] = {}
+        try:
+            for name, stream in self.plan(target):
+                conn = built.get(name) or built.setdefault(name, self.build(name))
+                results.append(self.run_stream(conn, stream, full=full, progress=progress))
+        finally:
+            for c in built.values():
+                c.close()
+        return results
+
+    # -- one stream ------------------------------------------------------------------------------
+
+    def run_stream(self, connector: Connector, stream: str, *, full: bool = False,
+                   progress: ProgressFn | None = None) -> StreamResult:
+        name = connector.name
+        result = StreamResult(connector=name, stream=stream)
+        lease = f"stream:{name}.{stream}"
+        started = time.perf_counter()
+        with self.db.begin() as tx:
+            if not repos.acquire_lease(tx, lease, self.worker, self.clock(), self.lease_ttl):
+                holder = repos.lease_holder(tx, lease) or {}
+                result.status = "busy"
+                result.error = f"{name}.{stream} is being synced by {holder.get('owner')} (lease until {holder.get('expires_at')})"
+                return result
+        try:
+            kind = type(connector).kind
+            writer = PageWriter(name, stream, self.mappings.stream(name, kind, stream))
+            with self.db.begin() as tx:
+                cursor = None if full else repos.get_cursor(tx, name, stream)
+                reason = "requested (--full)" if full else None
+                result.run_id = repos.start_run(tx, name, stream, self.clock(), self.worker, full, reason)
+                result.full_resync, result.resync_reason = full, reason
+                retries_open = sum(repos.count_failures(tx, name, stream).values()) > 0
+            result.cursor = cursor
+            if retries_open:
+                self._replay_due(writer, result)
+            self._read_all(connector, stream, writer, cursor, result, lease, retries_open, progress)
+            status, error = "ok", None
+        except LeaseLost as exc:
+            status, error = "failed", str(exc)
+        except (FatalError, RetriableError, CursorExpired) as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            log.exception("sync of %s.%s failed", name, stream)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        result.status, result.error = status, error
+        result.seconds = time.perf_counter() - started
+        with self.db.begin() as tx:
+            if result.run_id is not None:
+                repos.finish_run(tx, result.run_id, status, self.clock(), error)
+            repos.release_lease(tx, lease, self.worker)
+        return result
+
+    def _read_all(self, connector: Connector, stream: str, writer: PageWriter, cursor: Cursor | None,
+                  result: StreamResult, lease: str, retries_open: bool, progress: ProgressFn | None) -> None:
+        resynced = False
+        while True:
+            try:
+                for page in prefetch(connector.read(stream, cursor), self.cfg.sync.prefetch_pages):
+                    outcome = self._commit_page(writer, page.records, page.deleted, page.rejected,
+                                                page.next_cursor, result, lease, retries_open, page.requests)
+                    retries_open = retries_open or bool(outcome.failures)
+                    cursor = page.next_cursor
+                    result.cursor = cursor
+                    if progress:
+                        progress(result)
+                return
+            except CursorExpired as exc:
+                if resynced:
+                    raise
+                resynced = True
+                reason = f"cursor expired: {exc}"
+                log.warning("%s.%s: %s; starting a full resync", connector.name, stream, reason)
+                with self.db.begin() as tx:
+                    repos.put_cursor(tx, connector.name, stream, None, self.clock())
+                    assert result.run_id is not None
+                    repos.mark_resync(tx, result.run_id, reason)
+                result.full_resync, result.resync_reason = True, reason
+                cursor = None
+
+    def _commit_page(self, writer: PageWriter, records: list[RawRecord], deleted: list[str], rejected: list[Any],
+                     next_cursor: Cursor | None, result: StreamResult, lease: str, retries_open: bool,
+                     requests: int) -> PageOutcome:
+        now = self.clock()
+        with self.db.begin() as tx:
+            if not repos.renew_lease(tx, lease, self.worker, now, self.lease_ttl):
+                raise LeaseLost(f"lease {lease} was lost to another worker; this page was not written")
+            outcome = writer.write(tx, records, deleted, now, result.run_id)
+            for r in rejected:
+                outcome.failures.append({"external_id": r.external_id or f"unknown:{hash(str(r.payload))}",
+                                         "payload": r.payload, "reason": r.reason})
+            outcome.failed = len(outcome.failures)
+            if outcome.failures:
+                repos.record_failures(tx, writer.connector, writer.stream, outcome.failures, now,
+                                      self.backoff, self.max_attempts)
+            if retries_open and outcome.succeeded_ids:
+                repos.clear_failures(tx, writer.connector, writer.stream, outcome.succeeded_ids)
+            if next_cursor is not None:
+                repos.put_cursor(tx, writer.connector, writer.stream, next_cursor, now)
+            assert result.run_id is not None
+            repos.add_run_counts(tx, result.run_id, read=outcome.read, written=outcome.written,
+                                 deleted=outcome.deleted, failed=outcome.failed, requests=requests, pages=1)
+        result.read += outcome.read
+        result.written += outcome.written
+        result.deleted += outcome.deleted
+        result.failed += outcome.failed
+        result.requests += requests
+        result.pages += 1
+        return outcome
+
+    def _replay_due(self, writer: PageWriter, result: StreamResult) -> None:
+        """Try queued records again through the same path; dead-letter after max attempts."""
+        with self.db.begin() as tx:
+            due = repos.due_failures(tx, writer.connector, writer.stream, self.clock())
+        if not due:
+            return
+        records = [RawRecord(external_id=r["external_id"], updated_at=None, data=r["payload"]) for r in due]
+        now = self.clock()
+        with self.db.begin() as tx:
+            outcome = writer.write(tx, records, [], now, result.run_id)
+            if outcome.failures:
+                repos.record_failures(tx, writer.connector, writer.stream, outcome.failures, now,
+                                      self.backoff, self.max_attempts)
+            repos.clear_failures(tx, writer.connector, writer.stream, outcome.succeeded_ids)
+            assert result.run_id is not None
+            repos.add_run_counts(tx, result.run_id, written=outcome.written)
+        result.retried += len(outcome.succeeded_ids)
+        result.written += outcome.written

@@ -1,0 +1,206 @@
+"""Writes one page into the canonical store: the per-page bulk path of every sync.
+
+For a page of N records it costs a fixed number of statements, whatever N is:
+one link look-up, one load of the linked entities' current state, one reference
+look-up per referenced entity, one upsert per table, one change-log insert.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from hub.mapping import MappedRecord, StreamMapping
+from hub.sdk.types import RawRecord
+from hub.transforms import MappingError, timestamp
+from state import repos
+from state.schema import ENTITY_TABLES, activities
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class PageOutcome:
+    read: int = 0
+    written: int = 0  # entities created or changed
+    deleted: int = 0
+    failed: int = 0
+    succeeded_ids: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+class PageWriter:
+    """Maps and writes pages for one (connector instance, stream)."""
+
+    def __init__(self, connector: str, stream: str, mapping: StreamMapping):
+        self.connector = connector
+        self.stream = stream
+        self.mapping = mapping
+        self.entity = mapping.target
+        self.table = ENTITY_TABLES.get(self.entity)
+        if self.table is not None:
+            self.columns = [c for c in self.table.c.keys()]
+            self.mapped_columns = [r.name for r in mapping.fields] + list(mapping.references)
+
+    # -- mapping ---------------------------------------------------------------------------------
+
+    def map_page(self, records: list[RawRecord], outcome: PageOutcome) -> list[tuple[RawRecord, MappedRecord]]:
+        mapped = []
+        for rec in records:
+            try:
+                mapped.append((rec, self.mapping.map(rec.data)))
+            except (MappingError, TypeError, ValueError, AttributeError) as err:
+                outcome.failures.append({"external_id": rec.external_id, "payload": rec.data,
+                                         "reason": f"mapping failed: {err}"})
+        return mapped
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write(self, conn: Connection, records: list[RawRecord], deleted: list[str], now: datetime,
+              run_id: int | None) -> PageOutcome:
+        outcome = PageOutcome(read=len(records))
+        # a record may appear twice in a page (vendor replays); the last one wins
+        if len({r.external_id for r in records}) != len(records):
+            records = list({r.external_id: r for r in records}.values())
+        mapped = self.map_page(records, outcome)
+        changes: list[dict[str, Any]] = []
+        if self.table is not None:
+            self._write_entities(conn, mapped, now, run_id, changes, outcome)
+        else:
+            self._write_activities(conn, mapped, now, outcome)
+        if deleted:
+            self._delete(conn, deleted, now, run_id, changes, outcome)
+        repos.append_changes(conn, changes)
+        outcome.failed = len(outcome.failures)
+        return outcome
+
+    def _resolve_refs(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
+                      run_id: int | None, changes: list[dict[str, Any]]) -> None:
+        """Replace referenced external ids with canonical ids; unknown ones get a stub entity.
+
+        The stub keeps the page order-independent: a contact may arrive before its company,
+        and the company's own sync later fills the stub through the same link.
+        """
+        for field_name, (entity, _get) in self.mapping.references.items():
+            wanted = sorted({m.refs[field_name] for _r, m in mapped if field_name in m.refs})
+            if not wanted:
+                for _r, m in mapped:
+                    m.values[field_name] = None
+                continue
+            found = {ext: eid for ext, (eid, _d) in repos.lookup_links(conn, self.connector, entity, wanted).items()}
+            missing = [ext for ext in wanted if ext not in found]
+            if missing:
+                stubs = []
+                links = []
+                for ext in missing:
+                    eid = found[ext] = new_id()
+                    stubs.append({"id": eid})
+                    links.append({"connector": self.connector, "entity": entity, "external_id": ext,
+                                  "entity_id": eid, "stream": None, "linked_at": now})
+                    changes.append({"entity": entity, "entity_id": eid, "op": "create", "source": self.connector,
+                                    "fields": {}, "vendor_at": None, "at": now, "run_id": run_id})
+                conn.execute(insert(ENTITY_TABLES[entity]), stubs)
+                repos.insert_links(conn, links)
+            for _r, m in mapped:
+                ext = m.refs.get(field_name)
+                m.values[field_name] = found[ext] if ext is not None else None
+
+    def _write_entities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
+                        run_id: int | None, changes: list[dict[str, Any]], outcome: PageOutcome) -> None:
+        assert self.table is not None
+        if not mapped:
+            return
+        ext_ids = [r.external_id for r, _m in mapped]
+        links = repos.lookup_links(conn, self.connector, self.entity, ext_ids)
+        current = repos.load_entities(conn, self.table, [eid for eid, _d in links.values()])
+        if self.mapping.references:
+            self._resolve_refs(conn, mapped, now, run_id, changes)
+        rows: list[dict[str, Any]] = []
+        new_links: list[dict[str, Any]] = []
+        revived: list[str] = []
+        for rec, m in mapped:
+            values = m.values
+            values["archived_at"] = None
+            link = links.get(rec.external_id)
+            vendor_at = timestamp(rec.updated_at) if rec.updated_at else None
+            if link is None:
+                eid = new_id()
+                new_links.append({"connector": self.connector, "entity": self.entity, "external_id": rec.external_id,
+                                  "entity_id": eid, "stream": self.stream, "linked_at": now})
+                diff = {k: [None, v] for k, v in values.items() if v is not None}
+                op = "create"
+                old_custom = None
+            else:
+                eid, link_deleted = link
+                if link_deleted is not None:
+                    revived.append(rec.external_id)
+                old = current.get(eid, {})
+                diff = {k: [old.get(k), v] for k, v in values.items() if old.get(k) != v}
+                op = "update"
+                old_custom = old.get("custom")
+            custom = old_custom
+            if m.custom is not None:
+                merged = {**(old_custom or {}), **m.custom}
+                if merged != old_custom:
+                    diff["custom"] = [old_custom, merged]
+                    custom = merged
+            outcome.succeeded_ids.append(rec.external_id)
+            if not diff and link is not None:
+                continue
+            row = {"id": eid, **values, "custom": custom}
+            rows.append(row)
+            changes.append({"entity": self.entity, "entity_id": eid, "op": op, "source": self.connector,
+                            "fields": diff, "vendor_at": vendor_at, "at": now, "run_id": run_id})
+        repos.upsert_entities(conn, self.table, rows, [*self.mapped_columns, "archived_at", "custom"])
+        repos.insert_links(conn, new_links)
+        if revived:
+            repos.set_links_deleted(conn, self.connector, self.entity, revived, None)
+        outcome.written += len(rows)
+
+    def _write_activities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
+                          outcome: PageOutcome) -> None:
+        rows = []
+        for rec, m in mapped:
+            v = m.values
+            occurred = v.get("occurred_at") or (timestamp(rec.updated_at) if rec.updated_at else None)
+            if occurred is None:
+                outcome.failures.append({"external_id": rec.external_id, "payload": rec.data,
+                                         "reason": "activity has no occurred_at"})
+                continue
+            rows.append({"id": new_id(), "type": v.get("type") or self.stream, "source": self.connector,
+                         "external_id": rec.external_id, "account_id": v.get("account_id"),
+                         "contact_id": v.get("contact_id"), "opportunity_id": v.get("opportunity_id"),
+                         "actor_id": v.get("actor_id"), "occurred_at": occurred,
+                         "payload": m.custom or rec.data, "recorded_at": now})
+            outcome.succeeded_ids.append(rec.external_id)
+        if rows:
+            stmt = repos._insert(conn, activities).on_conflict_do_nothing(
+                index_elements=[activities.c.source, activities.c.external_id])
+            res = conn.execute(stmt, rows)
+            outcome.written += max(res.rowcount, 0)
+
+    def _delete(self, conn: Connection, deleted: list[str], now: datetime, run_id: int | None,
+                changes: list[dict[str, Any]], outcome: PageOutcome) -> None:
+        """Unlink this source; archive the entity only when no other system still links it."""
+        links = repos.lookup_links(conn, self.connector, self.entity, deleted)
+        live = {ext: eid for ext, (eid, d) in links.items() if d is None}
+        if not live:
+            return
+        repos.set_links_deleted(conn, self.connector, self.entity, list(live), now)
+        if self.table is None:
+            return
+        ids = list(live.values())
+        keep = repos.live_links_elsewhere(conn, self.entity, ids, self.connector)
+        gone = [i for i in ids if i not in keep]
+        repos.archive_entities(conn, self.table, gone, now)
+        for eid in ids:
+            changes.append({"entity": self.entity, "entity_id": eid, "op": "unlink" if eid in keep else "archive",
+                            "source": self.connector, "fields": {"archived_at": [None, now]} if eid not in keep else {},
+                            "vendor_at": None, "at": now, "run_id": run_id})
+        outcome.deleted += len(live)

@@ -1,0 +1,287 @@
+"""Repositories: every read and write of hub state, in bulk, on a caller's connection.
+
+Callers own the transaction: the sync engine commits one page (entities, links,
+change log, cursor, run counters) as a single transaction, which is the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from state.schema import (
+    change_log,
+    cursors,
+    external_links,
+    leases,
+    retry_queue,
+    sync_runs,
+)
+
+#: key of the PostgreSQL advisory lock that orders change-log writers (see append_changes)
+CHANGE_LOG_LOCK = 0x43524D48  # "CRMH"
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def chunks(seq: Sequence[Any], n: int = 900) -> Iterable[Sequence[Any]]:
+    # SQLite caps bound parameters per statement; PostgreSQL is happier with bounded IN lists too.
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+# -- canonical entities --------------------------------------------------------------------------
+
+def load_entities(conn: Connection, table: Table, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for part in chunks(ids):
+        for row in conn.execute(select(table).where(table.c.id.in_(part))).mappings():
+            out[row["id"]] = dict(row)
+    return out
+
+
+def upsert_entities(conn: Connection, table: Table, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Insert new rows and overwrite `columns` of existing ones, in one statement."""
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.id], set_={c: stmt.excluded[c] for c in columns if c != "id"}
+    )
+    conn.execute(stmt, rows)
+
+
+def archive_entities(conn: Connection, table: Table, ids: Sequence[str], at: datetime) -> None:
+    if ids:
+        conn.execute(update(table).where(table.c.id.in_(ids)).values(archived_at=at))
+
+
+# -- external links ------------------------------------------------------------------------------
+
+def lookup_links(conn: Connection, connector: str, entity: str, external_ids: Sequence[str]) -> dict[str, tuple[str, datetime | None]]:
+    """external id -> (canonical id, deleted_at) for one connector instance and entity."""
+    out: dict[str, tuple[str, datetime | None]] = {}
+    t = external_links
+    for part in chunks(external_ids):
+        q = select(t.c.external_id, t.c.entity_id, t.c.deleted_at).where(
+            t.c.connector == connector, t.c.entity == entity, t.c.external_id.in_(part)
+        )
+        for ext, eid, deleted in conn.execute(q):
+            out[ext] = (eid, deleted)
+    return out
+
+
+def insert_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(external_links), rows)
+
+
+def set_links_deleted(conn: Connection, connector: str, entity: str, external_ids: Sequence[str], at: datetime | None) -> None:
+    if external_ids:
+        t = external_links
+        conn.execute(
+            update(t)
+            .where(t.c.connector == connector, t.c.entity == entity, t.c.external_id.in_(external_ids))
+            .values(deleted_at=at)
+        )
+
+
+def live_links_elsewhere(conn: Connection, entity: str, entity_ids: Sequence[str], connector: str) -> set[str]:
+    """Canonical ids that some *other* system still links to (so a delete must not archive them)."""
+    t = external_links
+    out: set[str] = set()
+    for part in chunks(entity_ids):
+        q = select(t.c.entity_id).where(
+            t.c.entity == entity, t.c.entity_id.in_(part), t.c.deleted_at.is_(None), t.c.connector != connector
+        )
+        out.update(r[0] for r in conn.execute(q))
+    return out
+
+
+# -- change log ----------------------------------------------------------------------------------
+
+def append_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Append change-log rows so that sequence numbers follow commit order.
+
+    On PostgreSQL a transaction-level advisory lock is taken first and held until
+    commit, so no transaction can take a lower sequence number and commit after a
+    reader has passed it. SQLite has one writer at a time already.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(CHANGE_LOG_LOCK)))
+    conn.execute(insert(change_log), rows)
+
+
+# -- cursors -------------------------------------------------------------------------------------
+
+def get_cursor(conn: Connection, connector: str, stream: str) -> dict[str, Any] | None:
+    q = select(cursors.c.cursor).where(cursors.c.connector == connector, cursors.c.stream == stream)
+    return conn.execute(q).scalar_one_or_none()
+
+
+def put_cursor(conn: Connection, connector: str, stream: str, cursor: dict[str, Any] | None, at: datetime) -> None:
+    stmt = _insert(conn, cursors).values(connector=connector, stream=stream, cursor=cursor, updated_at=at)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[cursors.c.connector, cursors.c.stream],
+        set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at},
+    ))
+
+
+def all_cursors(conn: Connection) -> dict[tuple[str, str], dict[str, Any] | None]:
+    return {(r.connector, r.stream): r.cursor for r in conn.execute(select(cursors))}
+
+
+# -- sync runs -----------------------------------------------------------------------------------
+
+def start_run(conn: Connection, connector: str, stream: str, at: datetime, worker: str,
+              full_resync: bool = False, reason: str | None = None) -> int:
+    res = conn.execute(insert(sync_runs).values(
+        connector=connector, stream=stream, status="running", started_at=at, worker=worker,
+        full_resync=full_resync, resync_reason=reason, read=0, written=0, deleted=0, failed=0, requests=0, pages=0,
+    ).returning(sync_runs.c.id))
+    return int(res.scalar_one())
+
+
+def add_run_counts(conn: Connection, run_id: int, **counts: int) -> None:
+    c = sync_runs.c
+    conn.execute(update(sync_runs).where(c.id == run_id).values({k: c[k] + v for k, v in counts.items()}))
+
+
+def mark_resync(conn: Connection, run_id: int, reason: str) -> None:
+    conn.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(full_resync=True, resync_reason=reason))
+
+
+def finish_run(conn: Connection, run_id: int, status: str, at: datetime, error: str | None = None) -> None:
+    conn.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(status=status, finished_at=at, error=error))
+
+
+def last_runs(conn: Connection) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest run of each (connector, stream)."""
+    newest = select(func.max(sync_runs.c.id)).group_by(sync_runs.c.connector, sync_runs.c.stream)
+    q = select(sync_runs).where(sync_runs.c.id.in_(newest))
+    return {(r["connector"], r["stream"]): dict(r) for r in conn.execute(q).mappings()}
+
+
+# -- retry queue ---------------------------------------------------------------------------------
+
+def record_failures(conn: Connection, connector: str, stream: str, failures: list[dict[str, Any]],
+                    at: datetime, backoff: timedelta, max_attempts: int) -> None:
+    """Queue failed records, or count one more attempt for ones already queued.
+
+    Each failure: external_id, payload, reason. After `max_attempts` a row is dead.
+    """
+    if not failures:
+        return
+    rows = [{
+        "connector": connector, "stream": stream, "external_id": f["external_id"], "payload": f["payload"],
+        "reason": f["reason"][:4000], "attempts": 1, "first_failed_at": at, "last_failed_at": at,
+        "next_attempt_at": at + backoff, "dead": max_attempts <= 1,
+    } for f in failures]
+    stmt = _insert(conn, retry_queue)
+    attempts = retry_queue.c.attempts + 1
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[retry_queue.c.connector, retry_queue.c.stream, retry_queue.c.external_id],
+        set_={
+            "payload": stmt.excluded.payload, "reason": stmt.excluded.reason, "attempts": attempts,
+            "last_failed_at": stmt.excluded.last_failed_at,
+            # a fixed back-off from the last failure: a bad record does not cost every run
+            "next_attempt_at": stmt.excluded.next_attempt_at,
+            "dead": attempts >= max_attempts,
+        },
+    ), rows)
+
+
+def clear_failures(conn: Connection, connector: str, stream: str, external_ids: Sequence[str]) -> int:
+    n = 0
+    t = retry_queue
+    for part in chunks(external_ids):
+        n += conn.execute(delete(t).where(t.c.connector == connector, t.c.stream == stream,
+                                          t.c.external_id.in_(part))).rowcount
+    return n
+
+
+def count_failures(conn: Connection, connector: str | None = None, stream: str | None = None) -> dict[tuple[str, str, bool], int]:
+    t = retry_queue
+    q = select(t.c.connector, t.c.stream, t.c.dead, func.count()).group_by(t.c.connector, t.c.stream, t.c.dead)
+    if connector:
+        q = q.where(t.c.connector == connector)
+    if stream:
+        q = q.where(t.c.stream == stream)
+    return {(c, s, bool(d)): n for c, s, d, n in conn.execute(q)}
+
+
+def due_failures(conn: Connection, connector: str, stream: str, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+    t = retry_queue
+    q = (select(t).where(t.c.connector == connector, t.c.stream == stream, t.c.dead.is_(False),
+                         t.c.next_attempt_at <= now).order_by(t.c.id).limit(limit))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def list_failures(conn: Connection, *, connector: str | None = None, dead: bool | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+    t = retry_queue
+    q = select(t).order_by(t.c.id).limit(limit)
+    if connector:
+        q = q.where(t.c.connector == connector)
+    if dead is not None:
+        q = q.where(t.c.dead.is_(dead))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def requeue_failures(conn: Connection, ids: Sequence[int] | None, now: datetime, connector: str | None = None) -> int:
+    """Make rows (dead ones too) due now with a fresh attempt count: an operator's replay."""
+    t = retry_queue
+    cond = [t.c.id.in_(ids)] if ids else []
+    if connector:
+        cond.append(t.c.connector == connector)
+    return conn.execute(update(t).where(and_(True, *cond)).values(dead=False, attempts=0, next_attempt_at=now)).rowcount
+
+
+def drop_failures(conn: Connection, ids: Sequence[int] | None, connector: str | None = None, dead_only: bool = False) -> int:
+    t = retry_queue
+    cond = [t.c.id.in_(ids)] if ids else []
+    if connector:
+        cond.append(t.c.connector == connector)
+    if dead_only:
+        cond.append(t.c.dead.is_(True))
+    return conn.execute(delete(t).where(and_(True, *cond))).rowcount
+
+
+# -- leases --------------------------------------------------------------------------------------
+
+def acquire_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+    """Take `name` if it is free, expired, or already ours. Atomic on both backends."""
+    stmt = _insert(conn, leases).values(name=name, owner=owner, acquired_at=now, expires_at=now + ttl)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[leases.c.name],
+        set_={"owner": stmt.excluded.owner, "acquired_at": stmt.excluded.acquired_at,
+              "expires_at": stmt.excluded.expires_at},
+        where=(leases.c.expires_at < now) | (leases.c.owner == owner),
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def renew_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+    """Extend our lease; False means it was lost (expired and taken), so this writer must stop."""
+    res = conn.execute(update(leases).where(leases.c.name == name, leases.c.owner == owner)
+                       .values(expires_at=now + ttl))
+    return res.rowcount == 1
+
+
+def release_lease(conn: Connection, name: str, owner: str) -> None:
+    conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))
+
+
+def lease_holder(conn: Connection, name: str) -> dict[str, Any] | None:
+    row = conn.execute(select(leases).where(leases.c.name == name)).mappings().first()
+    return dict(row) if row else None
+

@@ -1,0 +1,249 @@
+"""Tables of the canonical store (`crm`) and of the hub's own state (`hub`).
+
+One metadata for both backends. PostgreSQL keeps the two schemas apart; SQLite has
+no schemas, so `state.db` maps both to the main database (no table name is shared
+between them, which a test checks).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+CRM = "crm"
+HUB = "hub"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: JSON everywhere; JSONB on PostgreSQL so it can be indexed and compared.
+Json = JSON().with_variant(JSONB(), "postgresql")
+#: A 64-bit auto-increment key; SQLite only auto-increments INTEGER PRIMARY KEY.
+SeqId = BigInteger().with_variant(Integer(), "sqlite")
+Id = String(36)  # canonical ids: uuid4 hex strings, made by the hub so a page needs no round trip
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out on both backends (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        elif value.utcoffset():
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TS = UTCDateTime()
+
+
+def _entity_columns() -> list[Column]:
+    return [
+        Column("owner_id", String(64)),
+        Column("created_at", TS),
+        Column("updated_at", TS),
+        Column("archived_at", TS),
+        Column("custom", Json),
+    ]
+
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", Text),
+    Column("domain", String(255), index=True),
+    Column("industry", Text),
+    Column("segment", Text),
+    *_entity_columns(),
+    schema=CRM,
+)
+
+contacts = Table(
+    "contacts", metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, index=True),
+    Column("first_name", Text),
+    Column("last_name", Text),
+    Column("email", String(320), index=True),
+    Column("phone", String(64), index=True),
+    Column("title", Text),
+    Column("lifecycle_stage", Text),
+    *_entity_columns(),
+    schema=CRM,
+)
+
+leads = Table(
+    "leads", metadata,
+    Column("id", Id, primary_key=True),
+    Column("first_name", Text),
+    Column("last_name", Text),
+    Column("email", String(320), index=True),
+    Column("phone", String(64)),
+    Column("company", Text),
+    Column("source", Text),
+    Column("status", Text),
+    Column("score", Numeric(12, 2)),
+    *_entity_columns(),
+    schema=CRM,
+)
+
+opportunities = Table(
+    "opportunities", metadata,
+    Column("id", Id, primary_key=True),
+    Column("account_id", Id, index=True),
+    Column("name", Text),
+    Column("pipeline", Text),
+    Column("stage", Text),  # a string, never an enum: every pipeline names its own stages
+    Column("amount", Numeric(18, 4)),
+    Column("currency", String(3)),
+    Column("close_date", Date),
+    *_entity_columns(),
+    schema=CRM,
+)
+
+activities = Table(
+    "activities", metadata,
+    Column("id", Id, primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("account_id", Id, index=True),
+    Column("contact_id", Id, index=True),
+    Column("opportunity_id", Id, index=True),
+    Column("actor_id", String(64)),
+    Column("occurred_at", TS, nullable=False),
+    Column("payload", Json),
+    Column("recorded_at", TS, nullable=False),
+    UniqueConstraint("source", "external_id"),
+    schema=CRM,
+)
+
+#: entity name -> table; the names are those of ownership rules and the change log.
+ENTITY_TABLES: dict[str, Table] = {
+    "account": accounts,
+    "contact": contacts,
+    "lead": leads,
+    "opportunity": opportunities,
+}
+
+external_links = Table(
+    "external_links", metadata,
+    Column("connector", String(128), nullable=False),
+    Column("entity", String(64), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("entity_id", Id, nullable=False),
+    Column("stream", String(128)),
+    Column("linked_at", TS, nullable=False),
+    Column("deleted_at", TS),
+    PrimaryKeyConstraint("connector", "entity", "external_id"),
+    Index("ix_external_links_entity_entity_id", "entity", "entity_id"),
+    schema=HUB,
+)
+
+cursors = Table(
+    "cursors", metadata,
+    Column("connector", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("cursor", Json),
+    Column("updated_at", TS, nullable=False),
+    PrimaryKeyConstraint("connector", "stream"),
+    schema=HUB,
+)
+
+sync_runs = Table(
+    "sync_runs", metadata,
+    Column("id", SeqId, primary_key=True, autoincrement=True),
+    Column("connector", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # running, ok, failed, busy
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column("full_resync", Boolean, nullable=False, default=False),
+    Column("resync_reason", Text),
+    Column("read", Integer, nullable=False, default=0),
+    Column("written", Integer, nullable=False, default=0),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("requests", Integer, nullable=False, default=0),
+    Column("pages", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("worker", String(128)),
+    Index("ix_sync_runs_connector_stream_id", "connector", "stream", "id"),
+    schema=HUB,
+)
+
+retry_queue = Table(
+    "retry_queue", metadata,
+    Column("id", SeqId, primary_key=True, autoincrement=True),
+    Column("connector", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("payload", Json),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("first_failed_at", TS, nullable=False),
+    Column("last_failed_at", TS, nullable=False),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("dead", Boolean, nullable=False, default=False),
+    UniqueConstraint("connector", "stream", "external_id"),
+    schema=HUB,
+)
+
+leases = Table(
+    "leases", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("acquired_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    schema=HUB,
+)
+
+change_log = Table(
+    "change_log", metadata,
+    Column("seq", SeqId, primary_key=True, autoincrement=True),
+    Column("entity", String(64), nullable=False),
+    Column("entity_id", Id, nullable=False),
+    Column("op", String(16), nullable=False),  # create, update, archive, unlink
+    Column("source", String(128), nullable=False),
+    Column("fields", Json),  # {field: [old, new]}
+    Column("vendor_at", TS),
+    Column("at", TS, nullable=False),
+    Column("run_id", BigInteger),
+    Index("ix_change_log_entity_entity_id", "entity", "entity_id"),
+    schema=HUB,
+)
