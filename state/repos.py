@@ -266,8 +266,9 @@ def acquire_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: t
         set_={"owner": stmt.excluded.owner, "acquired_at": stmt.excluded.acquired_at,
               "expires_at": stmt.excluded.expires_at},
         where=(leases.c.expires_at < now) | (leases.c.owner == owner),
-    )
-    return conn.execute(stmt).rowcount == 1
+    ).returning(leases.c.owner)
+    # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT
+    return conn.execute(stmt).first() is not None
 
 
 def renew_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:

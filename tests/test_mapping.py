@@ -1,0 +1,102 @@
+"""Mapping: transforms, paths, references, and load-time errors with file, line and key."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from hub.mapping import MappingLoadError, load_mappings, parse_mapping
+from hub.transforms import MappingError, build_transform
+
+
+@pytest.mark.parametrize(("name", "given", "want"), [
+    ("trim", "  a  ", "a"),
+    ("trim", "   ", None),
+    ("lower", "AbC", "abc"),
+    ("email", " Ada@Example.COM ", "ada@example.com"),
+    ("email", "mailto:x@y.io", "x@y.io"),
+    ("phone", "+1 (415) 555-1212", "+14155551212"),
+    ("phone", "0044 20 7946 0958", "+442079460958"),
+    ("timestamp", "2019-10-30T03:30:17.883Z", datetime(2019, 10, 30, 3, 30, 17, 883000, tzinfo=UTC)),
+    ("timestamp", "1572406217883", datetime(2019, 10, 30, 3, 30, 17, 883000, tzinfo=UTC)),
+    ("timestamp", 1572406217, datetime(2019, 10, 30, 3, 30, 17, tzinfo=UTC)),
+    ("timestamp", "2019-10-30T05:30:17+02:00", datetime(2019, 10, 30, 3, 30, 17, tzinfo=UTC)),
+    ("date", "2024-02-29", date(2024, 2, 29)),
+    ("date", "2024-02-29T23:00:00Z", date(2024, 2, 29)),
+    ("decimal", "12.50", Decimal("12.50")),
+    ("int", "42", 42),
+    ("bool", "Yes", True),
+    ("email", None, None),
+])
+def test_transforms(name: str, given: object, want: object) -> None:
+    assert build_transform(name)(given) == want
+
+
+@pytest.mark.parametrize(("name", "given"), [
+    ("email", "not-an-email"), ("phone", "call me"), ("timestamp", "yesterday-ish"),
+    ("decimal", "12,5,0"), ("int", "4.2"), ("bool", "maybe"),
+])
+def test_transforms_reject_bad_values(name: str, given: str) -> None:
+    with pytest.raises(MappingError, match="not a"):
+        build_transform(name)(given)
+
+
+def test_value_map_and_default() -> None:
+    country = build_transform({"map": {"US": "US", "USA": "US", "United States": "US"}})
+    assert country("united states") == "US"
+    with pytest.raises(MappingError, match="not in the value map"):
+        country("Mars")
+    assert build_transform({"default": "USD"})(None) == "USD"
+    assert build_transform({"constant": "x"})("y") == "x"
+
+
+def test_packaged_hubspot_mapping_maps_a_documented_record() -> None:
+    m = load_mappings(None).stream("hubspot_main", "hubspot", "contacts")
+    rec = m.map({"id": "512", "properties": {"email": " Bh@HubSpot.com", "firstname": "Brian ",
+                                             "createdate": "2019-10-30T03:30:17.883Z",
+                                             "associatedcompanyid": "77"}})
+    assert rec.values["email"] == "bh@hubspot.com"
+    assert rec.values["first_name"] == "Brian"
+    assert rec.refs == {"account_id": "77"}
+    assert "properties.email" in m.paths
+
+
+def test_list_index_path_and_custom_fields() -> None:
+    streams = parse_mapping(
+        "streams:\n  deals:\n    target: opportunity\n    fields:\n      name: properties.dealname\n"
+        "    references:\n      account_id: {path: 'associations.companies.results[0].id', entity: account}\n"
+        "    custom:\n      score: {path: properties.score, transform: int}\n", "x.yaml")
+    rec = streams["deals"].map({"properties": {"dealname": "D", "score": "7"},
+                                "associations": {"companies": {"results": [{"id": "9"}]}}})
+    assert rec.refs == {"account_id": "9"}
+    assert rec.custom == {"score": 7}
+
+
+@pytest.mark.parametrize(("yaml_text", "line", "key", "message"), [
+    ("streams:\n  contacts:\n    target: contakt\n", 3, "streams.contacts.target", "unknown target 'contakt'"),
+    ("streams:\n  contacts:\n    target: contact\n    fields:\n      emial: properties.email\n", 5,
+     "streams.contacts.fields.emial", "contact has no field 'emial'"),
+    ("streams:\n  contacts:\n    target: contact\n    fields:\n      email: {path: properties.email, transform: lowr}\n",
+     5, "streams.contacts.fields.email", "unknown transform 'lowr'"),
+    ("streams:\n  contacts:\n    target: contact\n    fields:\n      email: {path: 'properties..email'}\n",
+     5, "streams.contacts.fields.email", "bad path"),
+    ("streams:\n  contacts:\n    target: contact\n    fields:\n      id: properties.hs_object_id\n",
+     5, "streams.contacts.fields.id", "contact has no field 'id'"),
+])
+def test_mapping_errors_name_file_line_and_key(yaml_text: str, line: int, key: str, message: str) -> None:
+    with pytest.raises(MappingLoadError) as exc:
+        parse_mapping(yaml_text, "mappings/hubspot.yaml")
+    assert exc.value.line == line
+    assert exc.value.key == key
+    assert str(exc.value).startswith(f"mappings/hubspot.yaml:{line}: {key}: ")
+    assert message in str(exc.value)
+
+
+def test_user_mapping_beside_config_wins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "hubspot.yaml").write_text(
+        "streams:\n  contacts:\n    target: contact\n    fields:\n      title: properties.favourite_title\n")
+    m = load_mappings(tmp_path).stream("hubspot_main", "hubspot", "contacts")
+    assert m.map({"properties": {"favourite_title": "CTO"}}).values == {"title": "CTO"}
