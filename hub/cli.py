@@ -44,7 +44,7 @@ def main(config: ConfigOpt = None) -> None:
 
 
 def _dump(doc: Any) -> None:
-    sys.stdout.write(orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
 @contextmanager
@@ -111,7 +111,7 @@ def connectors_check(name: Annotated[str | None, typer.Argument()] = None) -> No
             c = h.factory.build(n)
             try:
                 out.print(f"[green]ok[/green]   {n}: {c.check()}")
-            except Exception as e:  # noqa: BLE001 - report every instance
+            except Exception as e:
                 bad += 1
                 out.print(f"[red]fail[/red] {n}: {type(e).__name__}: {e}")
             finally:
@@ -274,10 +274,11 @@ def retries_list(
         if as_json:
             _dump({"retries": rows})
             return
-        t = Table("id", "stream", "external id", "attempts", "dead", "reason", "last failed")
+        t = Table("id", "stream", "external id", "attempts", "dead", "last failed")
+        t.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=70)
         for r in rows:
             t.add_row(str(r["id"]), f"{r['connector']}.{r['stream']}", r["external_id"], str(r["attempts"]),
-                      "yes" if r["dead"] else "", r["reason"][:80], str(r["last_failed_at"])[:19])
+                      "yes" if r["dead"] else "", str(r["last_failed_at"])[:19], r["reason"])
         out.print(t)
         out.print(f"{len(rows)} row(s)")
 

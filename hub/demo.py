@@ -39,7 +39,7 @@ def run_demo(console: Console, *, contacts: int = 2000, workdir: str = ".crmhub/
     store = SandboxStore(contacts=contacts, bad_every=997)
     with SandboxServer(store, token="demo-token") as server:
         console.print(f"[bold]1.[/bold] HubSpot sandbox on {server.url}: {contacts:,} contacts, "
-                      f"{store.counts['companies']:,} companies, {store.counts['deals']:,} deals")
+                      f"{len(store.ids('companies')):,} companies, {len(store.ids('deals')):,} deals")
         cfg = parse_config({
             "database": f"sqlite:///{work / 'crmhub.db'}",
             "connectors": {"hubspot_demo": {"kind": "hubspot", "base_url": server.url,

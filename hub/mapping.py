@@ -221,7 +221,7 @@ def parse_mapping(text: str, file: str) -> dict[str, StreamMapping]:
                 raise err(key, f"unknown keys {sorted(unknown)}. Fix: use `path:` and `transform:`")
             path = spec.get("path")
             if isinstance(path, str):
-                paths.append(path)
+                paths.append(path)  # noqa: B023 - rule() runs within this iteration
             chain = spec.get("transform") or []
             if not isinstance(chain, list):
                 chain = [chain]

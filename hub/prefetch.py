@@ -6,6 +6,7 @@ most of the speed of a sync. The queue is bounded, so memory stays at a few page
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -47,15 +48,13 @@ def prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
                 if not put(item):
                     return
             put(_END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:
             put(_Failure(exc))
         finally:
             close = getattr(source, "close", None)
             if close is not None and stop.is_set():
-                try:
+                with contextlib.suppress(Exception):
                     close()
-                except Exception:  # noqa: BLE001 - best effort on abandonment
-                    pass
 
     t = threading.Thread(target=produce, name="crmhub-prefetch", daemon=True)
     t.start()

@@ -23,6 +23,7 @@ Transform = Callable[[Any], Any]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE_JUNK = re.compile(r"[\s().\-/]")
+_PHONE_EXT = re.compile(r"\s*(?:;?ext\.?|extension|x|#)\s*\d{1,6}\s*$", re.IGNORECASE)
 
 
 def _str(v: Any) -> str:
@@ -62,14 +63,11 @@ def phone(v: Any) -> Any:
     """Strip punctuation; keep a leading + and digits (full E.164 with regions comes with identity rules)."""
     if v is None:
         return None
-    s = _PHONE_JUNK.sub("", _str(v).strip())
+    s = _PHONE_JUNK.sub("", _PHONE_EXT.sub("", _str(v).strip()))
     if not s:
         return None
     if s.startswith("00"):
         s = "+" + s[2:]
-    ext = s.lower().find("x")
-    if ext > 0:
-        s = s[:ext]
     digits = s[1:] if s.startswith("+") else s
     if not digits.isdigit() or not 4 <= len(digits) <= 15:
         raise MappingError(f"not a phone number: {v!r}")

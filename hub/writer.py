@@ -20,6 +20,9 @@ from hub.transforms import MappingError, timestamp
 from state import repos
 from state.schema import ENTITY_TABLES, activities
 
+#: a value that means "leave the stored value as it is"
+KEEP: Any = object()
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -45,7 +48,7 @@ class PageWriter:
         self.entity = mapping.target
         self.table = ENTITY_TABLES.get(self.entity)
         if self.table is not None:
-            self.columns = [c for c in self.table.c.keys()]
+            self.columns = [c for c in self.table.c]
             self.mapped_columns = [r.name for r in mapping.fields] + list(mapping.references)
 
     # -- mapping ---------------------------------------------------------------------------------
@@ -91,7 +94,7 @@ class PageWriter:
             wanted = sorted({m.refs[field_name] for _r, m in mapped if field_name in m.refs})
             if not wanted:
                 for _r, m in mapped:
-                    m.values[field_name] = None
+                    m.values[field_name] = KEEP
                 continue
             found = {ext: eid for ext, (eid, _d) in repos.lookup_links(conn, self.connector, entity, wanted).items()}
             missing = [ext for ext in wanted if ext not in found]
@@ -108,8 +111,10 @@ class PageWriter:
                 conn.execute(insert(ENTITY_TABLES[entity]), stubs)
                 repos.insert_links(conn, links)
             for _r, m in mapped:
-                ext = m.refs.get(field_name)
-                m.values[field_name] = found[ext] if ext is not None else None
+                ref = m.refs.get(field_name)
+                # a record that does not carry the reference (a search result without
+                # associations) keeps the stored value rather than erasing it
+                m.values[field_name] = found[ref] if ref is not None else KEEP
 
     def _write_entities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
                         run_id: int | None, changes: list[dict[str, Any]], outcome: PageOutcome) -> None:
@@ -129,6 +134,10 @@ class PageWriter:
             values["archived_at"] = None
             link = links.get(rec.external_id)
             vendor_at = timestamp(rec.updated_at) if rec.updated_at else None
+            old = current.get(link[0], {}) if link is not None else {}
+            for k, v in values.items():
+                if v is KEEP:
+                    values[k] = old.get(k)
             if link is None:
                 eid = new_id()
                 new_links.append({"connector": self.connector, "entity": self.entity, "external_id": rec.external_id,
@@ -140,7 +149,6 @@ class PageWriter:
                 eid, link_deleted = link
                 if link_deleted is not None:
                     revived.append(rec.external_id)
-                old = current.get(eid, {})
                 diff = {k: [old.get(k), v] for k, v in values.items() if old.get(k) != v}
                 op = "update"
                 old_custom = old.get("custom")

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from state.schema import (
@@ -240,7 +240,7 @@ def list_failures(conn: Connection, *, connector: str | None = None, dead: bool 
 def requeue_failures(conn: Connection, ids: Sequence[int] | None, now: datetime, connector: str | None = None) -> int:
     """Make rows (dead ones too) due now with a fresh attempt count: an operator's replay."""
     t = retry_queue
-    cond = [t.c.id.in_(ids)] if ids else []
+    cond: list[ColumnElement[bool]] = [t.c.id.in_(ids)] if ids else []
     if connector:
         cond.append(t.c.connector == connector)
     return conn.execute(update(t).where(and_(True, *cond)).values(dead=False, attempts=0, next_attempt_at=now)).rowcount
@@ -248,7 +248,7 @@ def requeue_failures(conn: Connection, ids: Sequence[int] | None, now: datetime,
 
 def drop_failures(conn: Connection, ids: Sequence[int] | None, connector: str | None = None, dead_only: bool = False) -> int:
     t = retry_queue
-    cond = [t.c.id.in_(ids)] if ids else []
+    cond: list[ColumnElement[bool]] = [t.c.id.in_(ids)] if ids else []
     if connector:
         cond.append(t.c.connector == connector)
     if dead_only:

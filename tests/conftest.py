@@ -30,7 +30,7 @@ def _pg_unavailable() -> str | None:
             c.execute(text("select 1"))
         eng.dispose()
         return None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"PostgreSQL not reachable at {make_url(PG_ADMIN_URL).render_as_string(hide_password=True)}: {e}"
 
 

@@ -181,7 +181,8 @@ class HubSpotConnector(Connector):
         if stream not in OBJECTS:
             raise FatalError(f"hubspot has no stream {stream!r}")
         if not cursor:
-            cursor = {"phase": "full", "after": None, "since": self._newest_change(stream)}
+            since, seen = self._newest_change(stream)
+            cursor = {"phase": "full", "after": None, "since": since, "seen": seen, "probe_requests": 1}
         if cursor.get("phase") == "full":
             last: Cursor = {}
             for page in self._read_full(stream, cursor):
@@ -191,18 +192,28 @@ class HubSpotConnector(Connector):
         yield from self._read_incremental(stream, cursor)
 
     @staticmethod
-    def _first_incremental(since: int) -> Cursor:
+    def _first_incremental(full: Cursor) -> Cursor:
         # archived_since 0: after a (re)load, every archived record is reported once
-        return {"phase": "incremental", "ts": since, "seen": [], "all_at_ts": False, "id_after": None,
-                "collapsed": False, "archived_since": 0, "archived_after": None, "archived_max": None}
+        return {"phase": "incremental", "ts": int(full["since"]), "seen": list(full.get("seen") or []),
+                "all_at_ts": False, "id_after": None, "collapsed": False,
+                "archived_since": 0, "archived_after": None, "archived_max": None}
 
-    def _newest_change(self, stream: str) -> int:
-        """The vendor's own newest change time, so the incremental start does not rely on our clock."""
+    def _newest_change(self, stream: str) -> tuple[int, list[str]]:
+        """Where incremental reading starts after a full load: the vendor's own newest change
+        time before the load (not our clock), less the search indexing lag.
+
+        With no lag, the probed record itself is marked seen: the full load reads it.
+        """
         obj, _t, ts_prop, _d, _a = OBJECTS[stream]
         data = self._search(obj, {"sorts": [{"propertyName": ts_prop, "direction": "DESCENDING"}],
                                   "properties": [ts_prop], "limit": 1})
-        newest = max((to_ms(r.get("properties", {}).get(ts_prop)) for r in data.get("results", [])), default=0)
-        return max(0, newest - self.cfg.search_lag_ms) if newest else 0
+        results = data.get("results") or []
+        if not results:
+            return 0, []
+        newest = to_ms((results[0].get("properties") or {}).get(ts_prop))
+        if self.cfg.search_lag_ms:
+            return max(0, newest - self.cfg.search_lag_ms), []
+        return newest, [str(results[0].get("id"))]
 
     def _read_full(self, stream: str, cursor: Cursor) -> Iterator[Page]:
         obj, _t, _ts, _d, assoc = OBJECTS[stream]
@@ -211,14 +222,17 @@ class HubSpotConnector(Connector):
         if assoc:
             params["associations"] = ",".join(assoc)
         after = cursor.get("after")
+        extra = int(cursor.get("probe_requests") or 0)  # the probe is counted with the first page
+        cursor = {k: v for k, v in cursor.items() if k != "probe_requests"}
         while True:
             data = self._get(f"/crm/v3/objects/{obj}", {**params, **({"after": after} if after else {})})
             after = (((data.get("paging") or {}).get("next")) or {}).get("after")
+            requests, extra = 1 + extra, 0
             if not after:
                 # the last full page's checkpoint is already the incremental start
-                yield self._page(stream, data.get("results", []), self._first_incremental(int(cursor["since"])))
+                yield self._page(stream, data.get("results", []), self._first_incremental(cursor), requests)
                 return
-            yield self._page(stream, data.get("results", []), {**cursor, "after": after})
+            yield self._page(stream, data.get("results", []), {**cursor, "after": after}, requests)
 
     def _read_incremental(self, stream: str, cursor: Cursor) -> Iterator[Page]:
         obj, _t, ts_prop, _d, _a = OBJECTS[stream]

@@ -15,7 +15,7 @@ from hub.sdk.errors import (
 )
 from hub.sdk.http import RateLimitHeaders, RetryPolicy, build_client, raise_for_status
 from hub.sdk.ratelimit import RateBudget, TokenBucket
-from hub.sdk.redact import Redactor, RedactingFilter
+from hub.sdk.redact import RedactingFilter, Redactor
 from hub.sdk.types import Cursor, CursorKind, Page, RawRecord, RejectedRecord, StreamSpec, WriteResult
 
 __all__ = [
