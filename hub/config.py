@@ -38,6 +38,10 @@ class SyncSettings(BaseModel):
     retry_backoff_seconds: float = Field(60.0, ge=0)
     lease_ttl_seconds: float = Field(120.0, gt=0)
     prefetch_pages: int = Field(2, ge=0, le=16)
+    #: PostgreSQL: wait for the WAL flush on every page commit. Off by default: a page's
+    #: data and its cursor commit together, so a commit lost to a database crash only
+    #: means those pages are read again (see docs/guarantees.md).
+    durable_page_commits: bool = False
 
 
 class HubConfig(BaseModel):

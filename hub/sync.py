@@ -35,6 +35,11 @@ log = logging.getLogger("crmhub.sync")
 TARGET_ORDER = {"account": 0, "contact": 1, "lead": 1, "opportunity": 2, "activity": 3}
 
 
+#: pages after which a bulk load refreshes planner statistics (PostgreSQL): a table that
+#: grew from empty would otherwise be planned as tiny, and link look-ups would scan it
+ANALYZE_AT = frozenset({4, 40, 400, 4000})
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -177,6 +182,8 @@ class SyncEngine:
                     outcome = self._commit_page(writer, page.records, page.deleted, page.rejected,
                                                 page.next_cursor, result, lease, retries_open, page.requests)
                     retries_open = retries_open or bool(outcome.failures)
+                    if result.pages in ANALYZE_AT:
+                        repos.refresh_statistics(self.db, writer.tables())
                     cursor = page.next_cursor
                     result.cursor = cursor
                     if progress:
@@ -200,6 +207,8 @@ class SyncEngine:
                      requests: int) -> PageOutcome:
         now = self.clock()
         with self.db.begin() as tx:
+            if not self.cfg.sync.durable_page_commits:
+                repos.relax_commit(tx)
             if not repos.renew_lease(tx, lease, self.worker, now, self.lease_ttl):
                 raise LeaseLost(f"lease {lease} was lost to another worker; this page was not written")
             outcome = writer.write(tx, records, deleted, now, result.run_id)

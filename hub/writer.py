@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, Table, insert
 
 from hub.mapping import MappedRecord, StreamMapping
 from hub.sdk.types import RawRecord
 from hub.transforms import MappingError, timestamp
 from state import repos
-from state.schema import ENTITY_TABLES, activities
+from state.schema import ENTITY_TABLES, activities, change_log, external_links
 
 #: a value that means "leave the stored value as it is"
 KEEP: Any = object()
@@ -50,6 +50,12 @@ class PageWriter:
         if self.table is not None:
             self.columns = [c for c in self.table.c]
             self.mapped_columns = [r.name for r in mapping.fields] + list(mapping.references)
+
+    def tables(self) -> list[Table]:
+        """The tables a page of this stream writes to."""
+        own = [self.table] if self.table is not None else [activities]
+        refs = [ENTITY_TABLES[e] for e, _g in self.mapping.references.values()]
+        return [external_links, change_log, *own, *refs]
 
     # -- mapping ---------------------------------------------------------------------------------
 

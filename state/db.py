@@ -41,6 +41,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA wal_autocheckpoint=4000")  # checkpoints (and their fsync) every ~16 MB
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -53,10 +54,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine.execution_options(schema_translate_map={CRM: None, HUB: None})
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(
+    engine = create_engine(
         url, json_serializer=_json_dumps, json_deserializer=orjson.loads,
         pool_pre_ping=True, **kwargs,
     )
+    if engine.dialect.name == "postgresql":
+        # A page's rows go as one multi-row INSERT, not one statement per row: measured
+        # several times faster than psycopg's pipelined executemany (bench/sync_throughput.py).
+        engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def alembic_config(engine: Engine) -> Any:

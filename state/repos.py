@@ -10,9 +10,23 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
+from state.bulk import insert_rows
 from state.schema import (
     change_log,
     cursors,
@@ -31,6 +45,14 @@ def _insert(conn: Connection, table: Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+def among(conn: Connection, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter whatever the count, so
+    the statement text is the same every page and psycopg prepares it once."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
 def chunks(seq: Sequence[Any], n: int = 900) -> Iterable[Sequence[Any]]:
     # SQLite caps bound parameters per statement; PostgreSQL is happier with bounded IN lists too.
     for i in range(0, len(seq), n):
@@ -42,20 +64,14 @@ def chunks(seq: Sequence[Any], n: int = 900) -> Iterable[Sequence[Any]]:
 def load_entities(conn: Connection, table: Table, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for part in chunks(ids):
-        for row in conn.execute(select(table).where(table.c.id.in_(part))).mappings():
+        for row in conn.execute(select(table).where(among(conn, table.c.id, part))).mappings():
             out[row["id"]] = dict(row)
     return out
 
 
 def upsert_entities(conn: Connection, table: Table, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     """Insert new rows and overwrite `columns` of existing ones, in one statement."""
-    if not rows:
-        return
-    stmt = _insert(conn, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.id], set_={c: stmt.excluded[c] for c in columns if c != "id"}
-    )
-    conn.execute(stmt, rows)
+    insert_rows(conn, table, rows, conflict=["id"], update=[c for c in columns if c != "id"])
 
 
 def archive_entities(conn: Connection, table: Table, ids: Sequence[str], at: datetime) -> None:
@@ -71,7 +87,7 @@ def lookup_links(conn: Connection, connector: str, entity: str, external_ids: Se
     t = external_links
     for part in chunks(external_ids):
         q = select(t.c.external_id, t.c.entity_id, t.c.deleted_at).where(
-            t.c.connector == connector, t.c.entity == entity, t.c.external_id.in_(part)
+            t.c.connector == connector, t.c.entity == entity, among(conn, t.c.external_id, part)
         )
         for ext, eid, deleted in conn.execute(q):
             out[ext] = (eid, deleted)
@@ -79,8 +95,7 @@ def lookup_links(conn: Connection, connector: str, entity: str, external_ids: Se
 
 
 def insert_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(external_links), rows)
+    insert_rows(conn, external_links, rows)
 
 
 def set_links_deleted(conn: Connection, connector: str, entity: str, external_ids: Sequence[str], at: datetime | None) -> None:
@@ -99,10 +114,29 @@ def live_links_elsewhere(conn: Connection, entity: str, entity_ids: Sequence[str
     out: set[str] = set()
     for part in chunks(entity_ids):
         q = select(t.c.entity_id).where(
-            t.c.entity == entity, t.c.entity_id.in_(part), t.c.deleted_at.is_(None), t.c.connector != connector
+            t.c.entity == entity, among(conn, t.c.entity_id, part), t.c.deleted_at.is_(None), t.c.connector != connector
         )
         out.update(r[0] for r in conn.execute(q))
     return out
+
+
+def refresh_statistics(engine: Engine, tables: Sequence[Table]) -> None:
+    """ANALYZE on PostgreSQL (outside the page transaction); SQLite plans well without it."""
+    if engine.dialect.name != "postgresql":
+        return
+    names = ", ".join(sorted({f"{t.schema}.{t.name}" for t in tables}))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql(f"ANALYZE {names}")
+
+
+def relax_commit(conn: Connection) -> None:
+    """This transaction's commit need not wait for the WAL flush (PostgreSQL only).
+
+    Safe where the data and the checkpoint that covers it commit together: a commit
+    lost to a server crash loses data and checkpoint alike, and the work is redone.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 # -- change log ----------------------------------------------------------------------------------
@@ -117,8 +151,8 @@ def append_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(CHANGE_LOG_LOCK)))
-    conn.execute(insert(change_log), rows)
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHANGE_LOG_LOCK})")
+    insert_rows(conn, change_log, rows)
 
 
 # -- cursors -------------------------------------------------------------------------------------
@@ -205,7 +239,7 @@ def clear_failures(conn: Connection, connector: str, stream: str, external_ids: 
     t = retry_queue
     for part in chunks(external_ids):
         n += conn.execute(delete(t).where(t.c.connector == connector, t.c.stream == stream,
-                                          t.c.external_id.in_(part))).rowcount
+                                          among(conn, t.c.external_id, part))).rowcount
     return n
 
 

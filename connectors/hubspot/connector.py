@@ -10,7 +10,13 @@ Cursor (opaque to the engine), one of::
 
     {"phase": "full", "after": <token|None>, "since": <ms>}
     {"phase": "incremental", "ts": <ms>, "seen": [ids at ts], "all_at_ts": bool,
-     "id_after": <id|None>, "archived_since": <ms>, "archived_after": <token|None>}
+     "id_after": <id|None>, "collapsed": bool, "archived_since": <ms>, "archived_after": <token|None>,
+     "archived_max": <ms|None>, "archived_floor": <ms|None>}
+
+The archived list has no time filter and no documented order, so a record archived while a
+multi-page pass runs, behind the pass's position, is missed by that pass. It was archived after
+everything the previous pass saw (`archived_floor`), so the next pass starts from there; a delete
+may then be reported twice, which the writer absorbs.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from hub.sdk import (
     Page,
     RateLimitHeaders,
     RawRecord,
+    Redactor,
     RejectedRecord,
     StreamSpec,
     build_client,
@@ -138,23 +145,29 @@ class HubSpotConnector(Connector):
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         resp = self.client.get(path, params=params)
-        return self._json(raise_for_status(resp, getattr(self.client, "redactor", None)))
+        return self._json(raise_for_status(resp, self._redactor()))
 
     def _search(self, obj: str, body: dict[str, Any]) -> dict[str, Any]:
         resp = self.client.post(f"/crm/v3/objects/{obj}/search", content=orjson.dumps(body),
                                 headers={"Content-Type": "application/json"},
                                 extensions={"crmhub.idempotent": True})
-        return self._json(raise_for_status(resp, getattr(self.client, "redactor", None)))
+        return self._json(raise_for_status(resp, self._redactor()))
 
-    @staticmethod
-    def _json(resp: httpx.Response) -> dict[str, Any]:
+    def _redactor(self) -> Redactor:
+        found = getattr(self.client, "redactor", None)
+        return found if isinstance(found, Redactor) else Redactor([self.cfg.auth.token.get_secret_value()])
+
+    def _json(self, resp: httpx.Response) -> dict[str, Any]:
+        # A proxy or error page may echo the request's credentials: redact before quoting (then cut,
+        # so a secret cut in half cannot slip through).
         try:
             data = orjson.loads(resp.content)
         except orjson.JSONDecodeError:
-            raise FatalError(f"HubSpot answered {resp.status_code} with a body that is not JSON: "
-                             f"{resp.text[:200]!r}") from None
+            text = self._redactor().redact(resp.text[:65536])[:200]
+            raise FatalError(f"HubSpot answered {resp.status_code} with a body that is not JSON: {text!r}") from None
         if not isinstance(data, dict):
-            raise FatalError(f"HubSpot answered with JSON that is not an object: {str(data)[:200]}")
+            text = self._redactor().redact(str(data)[:65536])[:200]
+            raise FatalError(f"HubSpot answered with JSON that is not an object: {text}")
         return data
 
     def check(self) -> str:
@@ -196,7 +209,7 @@ class HubSpotConnector(Connector):
         # archived_since 0: after a (re)load, every archived record is reported once
         return {"phase": "incremental", "ts": int(full["since"]), "seen": list(full.get("seen") or []),
                 "all_at_ts": False, "id_after": None, "collapsed": False,
-                "archived_since": 0, "archived_after": None, "archived_max": None}
+                "archived_since": 0, "archived_after": None, "archived_max": None, "archived_floor": None}
 
     def _newest_change(self, stream: str) -> tuple[int, list[str]]:
         """Where incremental reading starts after a full load: the vendor's own newest change
@@ -239,6 +252,7 @@ class HubSpotConnector(Connector):
         props = self.properties(stream)
         limit = self.cfg.search_page_size
         c = dict(cursor)
+        unreported = 0
         while True:
             ts = int(c["ts"])
             if c.get("id_after") is not None or c.get("collapsed"):
@@ -263,6 +277,7 @@ class HubSpotConnector(Connector):
                     "properties": props, "limit": limit}
             results = self._search(obj, body).get("results", [])
             if not results:
+                unreported += 1  # no page carries this request: the next one does
                 break
             stamps = [to_ms((r.get("properties") or {}).get(ts_prop)) for r in results]
             seen = set(c.get("seen") or []) if not c.get("all_at_ts") else set()
@@ -280,14 +295,15 @@ class HubSpotConnector(Connector):
             yield self._page(stream, fresh, dict(c))
             if not full_page:
                 break
-        yield from self._read_archived(stream, c)
+        yield from self._read_archived(stream, c, 1 + unreported)
 
-    def _read_archived(self, stream: str, c: Cursor) -> Iterator[Page]:
+    def _read_archived(self, stream: str, c: Cursor, requests: int = 1) -> Iterator[Page]:
         """Deletes: HubSpot lists archived records but cannot filter them by time, so filter here."""
         obj = OBJECTS[stream][0]
         since = int(c.get("archived_since") or 0)
         newest = int(c.get("archived_max") or since)
         after = c.get("archived_after")
+        one_page = not after  # a pass resumed mid-way already took more than one page
         while True:
             params: dict[str, Any] = {"limit": self.cfg.page_size, "archived": "true", "properties": "hs_object_id"}
             if after:
@@ -301,8 +317,16 @@ class HubSpotConnector(Connector):
                     newest = max(newest, at)
             after = (((data.get("paging") or {}).get("next")) or {}).get("after")
             if after:
-                yield Page(deleted=gone, next_cursor={**c, "archived_after": after, "archived_max": newest})
+                one_page = False
+                yield Page(deleted=gone, next_cursor={**c, "archived_after": after, "archived_max": newest},
+                           requests=requests)
             else:
+                # One page is one snapshot. Over several pages, a record archived behind the pass was
+                # missed, but it was archived after all the previous pass saw: start the next from there.
+                floor = c.get("archived_floor")
+                start = newest if one_page else max(since, int(floor) if floor is not None else since)
                 yield Page(deleted=gone, next_cursor={**c, "archived_after": None, "archived_max": None,
-                                                      "archived_since": newest})
+                                                      "archived_since": start, "archived_floor": newest},
+                           requests=requests)
                 return
+            requests = 1

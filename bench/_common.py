@@ -1,0 +1,111 @@
+"""Shared pieces of the benchmarks: a sandbox process, a fresh database, a measured child run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("CRMHUB_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+class Sandbox:
+    """`python -m connectors.hubspot.sandbox` as its own process (its CPU is not ours)."""
+
+    def __init__(self, contacts: int, token: str = "bench-token", **opts: Any):
+        args = [sys.executable, "-m", "connectors.hubspot.sandbox", "--contacts", str(contacts), "--token", token]
+        for k, v in opts.items():
+            args += [f"--{k.replace('_', '-')}", str(v)]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        self.url = json.loads(line)["url"]
+        self.admin = httpx.Client(base_url=self.url, timeout=120)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.admin.get("/_sandbox/stats").json())
+
+    def reset_stats(self) -> None:
+        self.admin.post("/_sandbox/reset-stats")
+
+    def modify(self, type_: str, count: int) -> list[str]:
+        return list(self.admin.post("/_sandbox/modify", json={"type": type_, "count": count}).json()["ids"])
+
+    def close(self) -> None:
+        self.admin.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fresh_database(kind: str, workdir: Path, name: str = "crmhub_bench") -> str:
+    if kind == "sqlite":
+        db = workdir / f"{name}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{db}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        c.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def write_config(workdir: Path, database: str, sandbox_url: str, streams: list[str], name: str = "hubspot_bench",
+                 token: str = "bench-token") -> Path:
+    cfg = {
+        "database": database,
+        "connectors": {name: {
+            "kind": "hubspot", "base_url": sandbox_url, "auth": {"token": token}, "streams": streams,
+            # the sandbox has no rate limit; HubSpot's real one (19/s) would cap a sync at ~1,900 records/s
+            "requests_per_second": 100_000, "search_lag_ms": 0,
+        }},
+    }
+    p = workdir / "crmhub.yaml"
+    p.write_text(json.dumps(cfg))  # JSON is YAML
+    return p
+
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_rss_mb: float
+    output: dict[str, Any]
+
+
+def run_cli(args: list[str], config: Path) -> Measured:
+    """Run `crmhub ARGS --json` as a child; wall clock and the child's own peak RSS."""
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        t0 = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "hub.cli", "--config", str(config), *args],
+                             cwd=ROOT, stdout=out_f, stderr=err_f)
+        _pid, status, usage = os.wait4(p.pid, 0)  # this child's own rusage, peak RSS included
+        seconds = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read().decode(), err_f.read().decode()
+    if p.returncode != 0:
+        raise SystemExit(f"crmhub {' '.join(args)} failed ({p.returncode}):\n{out[-2000:]}\n{err[-3000:]}")
+    try:
+        doc = json.loads(out) if out.strip() else {}
+    except json.JSONDecodeError:
+        doc = {"raw": out[-2000:]}
+    return Measured(seconds, usage.ru_maxrss / 1024, doc)
