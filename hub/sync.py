@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from hub.config import HubConfig
 from hub.mapping import Mappings
@@ -26,8 +26,9 @@ from hub.registry import ConnectorFactory
 from hub.sdk.connector import Connector
 from hub.sdk.errors import CursorExpired, FatalError, RetriableError
 from hub.sdk.types import Cursor, RawRecord
-from hub.writer import PageOutcome, PageWriter
+from hub.writer import PageOutcome, PageWriter, Prepared
 from state import repos
+from state.bulk import Batch
 
 log = logging.getLogger("crmhub.sync")
 
@@ -156,7 +157,9 @@ class SyncEngine:
             result.cursor = cursor
             if retries_open:
                 self._replay_due(writer, result)
-            self._read_all(connector, stream, writer, cursor, result, lease, retries_open, progress)
+            # one connection for the run: no pool check-out (and ping) per page
+            with self.db.connect() as conn:
+                self._read_all(conn, connector, stream, writer, cursor, result, lease, retries_open, progress)
             status, error = "ok", None
         except LeaseLost as exc:
             status, error = "failed", str(exc)
@@ -173,13 +176,15 @@ class SyncEngine:
             repos.release_lease(tx, lease, self.worker)
         return result
 
-    def _read_all(self, connector: Connector, stream: str, writer: PageWriter, cursor: Cursor | None,
+    def _read_all(self, conn: Connection, connector: Connector, stream: str, writer: PageWriter, cursor: Cursor | None,
                   result: StreamResult, lease: str, retries_open: bool, progress: ProgressFn | None) -> None:
         resynced = False
         while True:
             try:
-                for page in prefetch(connector.read(stream, cursor), self.cfg.sync.prefetch_pages):
-                    outcome = self._commit_page(writer, page.records, page.deleted, page.rejected,
+                # mapping runs in the read thread too, while this one waits on the database
+                pages = ((page, writer.prepare(page.records)) for page in connector.read(stream, cursor))
+                for page, prepared in prefetch(pages, self.cfg.sync.prefetch_pages):
+                    outcome = self._commit_page(conn, writer, prepared, page.deleted, page.rejected,
                                                 page.next_cursor, result, lease, retries_open, page.requests)
                     retries_open = retries_open or bool(outcome.failures)
                     if result.pages in ANALYZE_AT:
@@ -195,37 +200,46 @@ class SyncEngine:
                 resynced = True
                 reason = f"cursor expired: {exc}"
                 log.warning("%s.%s: %s; starting a full resync", connector.name, stream, reason)
-                with self.db.begin() as tx:
-                    repos.put_cursor(tx, connector.name, stream, None, self.clock())
+                with conn.begin():
+                    repos.put_cursor(conn, connector.name, stream, None, self.clock())
                     assert result.run_id is not None
-                    repos.mark_resync(tx, result.run_id, reason)
+                    repos.mark_resync(conn, result.run_id, reason)
                 result.full_resync, result.resync_reason = True, reason
                 cursor = None
 
-    def _commit_page(self, writer: PageWriter, records: list[RawRecord], deleted: list[str], rejected: list[Any],
+    def _commit_page(self, tx: Connection, writer: PageWriter, prepared: Prepared, deleted: list[str], rejected: list[Any],
                      next_cursor: Cursor | None, result: StreamResult, lease: str, retries_open: bool,
                      requests: int) -> PageOutcome:
         now = self.clock()
-        with self.db.begin() as tx:
+        with tx.begin():
             if not self.cfg.sync.durable_page_commits:
                 repos.relax_commit(tx)
-            if not repos.renew_lease(tx, lease, self.worker, now, self.lease_ttl):
-                raise LeaseLost(f"lease {lease} was lost to another worker; this page was not written")
-            outcome = writer.write(tx, records, deleted, now, result.run_id)
+            batch = Batch(tx)
+            outcome = writer.write(batch, prepared, deleted, now, result.run_id)
             for r in rejected:
                 outcome.failures.append({"external_id": r.external_id or f"unknown:{hash(str(r.payload))}",
                                          "payload": r.payload, "reason": r.reason})
             outcome.failed = len(outcome.failures)
+            if outcome.failures or (retries_open and outcome.succeeded_ids):
+                batch.flush()
             if outcome.failures:
                 repos.record_failures(tx, writer.connector, writer.stream, outcome.failures, now,
                                       self.backoff, self.max_attempts)
             if retries_open and outcome.succeeded_ids:
                 repos.clear_failures(tx, writer.connector, writer.stream, outcome.succeeded_ids)
-            if next_cursor is not None:
-                repos.put_cursor(tx, writer.connector, writer.stream, next_cursor, now)
             assert result.run_id is not None
-            repos.add_run_counts(tx, result.run_id, read=outcome.read, written=outcome.written,
-                                 deleted=outcome.deleted, failed=outcome.failed, requests=requests, pages=1)
+            # last, and in one statement: renew the lease, store the cursor, count the page. A lost
+            # lease rolls the whole page back (a fencing check), so a stalled worker cannot write.
+            held = repos.checkpoint(batch, lease=lease, owner=self.worker, now=now, ttl=self.lease_ttl,
+                                    connector=writer.connector, stream=writer.stream, cursor=next_cursor,
+                                    run_id=result.run_id, read=outcome.read, written=outcome.written,
+                                    deleted=outcome.deleted, failed=outcome.failed, requests=requests)
+            try:
+                if not held:
+                    raise repos.LeaseLostError("renewal found another owner")
+                repos.flush_page(batch)
+            except repos.LeaseLostError:
+                raise LeaseLost(f"lease {lease} was lost to another worker; this page was not written") from None
         result.read += outcome.read
         result.written += outcome.written
         result.deleted += outcome.deleted
@@ -243,7 +257,9 @@ class SyncEngine:
         records = [RawRecord(external_id=r["external_id"], updated_at=None, data=r["payload"]) for r in due]
         now = self.clock()
         with self.db.begin() as tx:
-            outcome = writer.write(tx, records, [], now, result.run_id)
+            batch = Batch(tx)
+            outcome = writer.write(batch, writer.prepare(records), [], now, result.run_id)
+            batch.flush()
             if outcome.failures:
                 repos.record_failures(tx, writer.connector, writer.stream, outcome.failures, now,
                                       self.backoff, self.max_attempts)

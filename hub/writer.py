@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Table
 
 from hub.mapping import MappedRecord, StreamMapping
 from hub.sdk.types import RawRecord
 from hub.transforms import MappingError, timestamp
 from state import repos
+from state.bulk import Batch
 from state.schema import ENTITY_TABLES, activities, change_log, external_links
 
 #: a value that means "leave the stored value as it is"
@@ -26,6 +27,15 @@ KEEP: Any = object()
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass
+class Prepared:
+    """A page after mapping: what the database part of the write needs."""
+
+    read: int = 0
+    mapped: list[tuple[RawRecord, MappedRecord]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -59,37 +69,42 @@ class PageWriter:
 
     # -- mapping ---------------------------------------------------------------------------------
 
-    def map_page(self, records: list[RawRecord], outcome: PageOutcome) -> list[tuple[RawRecord, MappedRecord]]:
-        mapped = []
-        for rec in records:
-            try:
-                mapped.append((rec, self.mapping.map(rec.data)))
-            except (MappingError, TypeError, ValueError, AttributeError) as err:
-                outcome.failures.append({"external_id": rec.external_id, "payload": rec.data,
-                                         "reason": f"mapping failed: {err}"})
-        return mapped
-
-    # -- writing ---------------------------------------------------------------------------------
-
-    def write(self, conn: Connection, records: list[RawRecord], deleted: list[str], now: datetime,
-              run_id: int | None) -> PageOutcome:
-        outcome = PageOutcome(read=len(records))
+    def prepare(self, records: list[RawRecord]) -> Prepared:
+        """Map a page: pure CPU, no database, so the engine runs it ahead in the read thread."""
+        prepared = Prepared(read=len(records))
         # a record may appear twice in a page (vendor replays); the last one wins
         if len({r.external_id for r in records}) != len(records):
             records = list({r.external_id: r for r in records}.values())
-        mapped = self.map_page(records, outcome)
+        for rec in records:
+            try:
+                prepared.mapped.append((rec, self.mapping.map(rec.data)))
+            except (MappingError, TypeError, ValueError, AttributeError) as err:
+                prepared.failures.append({"external_id": rec.external_id, "payload": rec.data,
+                                          "reason": f"mapping failed: {err}"})
+        return prepared
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write(self, batch: Batch, prepared: Prepared, deleted: list[str], now: datetime,
+              run_id: int | None) -> PageOutcome:
+        """Read what the page needs at once; queue its writes on `batch` (the caller flushes)."""
+        conn = batch.conn
+        outcome = PageOutcome(read=prepared.read, failures=list(prepared.failures))
+        mapped = prepared.mapped
         changes: list[dict[str, Any]] = []
         if self.table is not None:
-            self._write_entities(conn, mapped, now, run_id, changes, outcome)
+            self._write_entities(batch, mapped, now, run_id, changes, outcome)
         else:
+            batch.flush()
             self._write_activities(conn, mapped, now, outcome)
         if deleted:
+            batch.flush()  # a delete must see the links this page created
             self._delete(conn, deleted, now, run_id, changes, outcome)
-        repos.append_changes(conn, changes)
+        repos.append_changes(batch, changes)
         outcome.failed = len(outcome.failures)
         return outcome
 
-    def _resolve_refs(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
+    def _resolve_refs(self, batch: Batch, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
                       run_id: int | None, changes: list[dict[str, Any]]) -> None:
         """Replace referenced external ids with canonical ids; unknown ones get a stub entity.
 
@@ -102,7 +117,8 @@ class PageWriter:
                 for _r, m in mapped:
                     m.values[field_name] = KEEP
                 continue
-            found = {ext: eid for ext, (eid, _d) in repos.lookup_links(conn, self.connector, entity, wanted).items()}
+            found = {ext: eid for ext, (eid, _d) in
+                     repos.lookup_links(batch.conn, self.connector, entity, wanted).items()}
             missing = [ext for ext in wanted if ext not in found]
             if missing:
                 stubs = []
@@ -114,25 +130,27 @@ class PageWriter:
                                   "entity_id": eid, "stream": None, "linked_at": now})
                     changes.append({"entity": entity, "entity_id": eid, "op": "create", "source": self.connector,
                                     "fields": {}, "vendor_at": None, "at": now, "run_id": run_id})
-                conn.execute(insert(ENTITY_TABLES[entity]), stubs)
-                repos.insert_links(conn, links)
+                repos.insert_entities(batch, ENTITY_TABLES[entity], stubs)
+                repos.insert_links(batch, links)
             for _r, m in mapped:
                 ref = m.refs.get(field_name)
                 # a record that does not carry the reference (a search result without
                 # associations) keeps the stored value rather than erasing it
                 m.values[field_name] = found[ref] if ref is not None else KEEP
 
-    def _write_entities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
+    def _write_entities(self, batch: Batch, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
                         run_id: int | None, changes: list[dict[str, Any]], outcome: PageOutcome) -> None:
         assert self.table is not None
         if not mapped:
             return
         ext_ids = [r.external_id for r, _m in mapped]
+        conn = batch.conn
         links = repos.lookup_links(conn, self.connector, self.entity, ext_ids)
         current = repos.load_entities(conn, self.table, [eid for eid, _d in links.values()])
         if self.mapping.references:
-            self._resolve_refs(conn, mapped, now, run_id, changes)
-        rows: list[dict[str, Any]] = []
+            self._resolve_refs(batch, mapped, now, run_id, changes)
+        rows: list[dict[str, Any]] = []  # changed entities
+        created: list[dict[str, Any]] = []  # new entities: a plain INSERT, no conflict to check
         new_links: list[dict[str, Any]] = []
         revived: list[str] = []
         for rec, m in mapped:
@@ -167,15 +185,15 @@ class PageWriter:
             outcome.succeeded_ids.append(rec.external_id)
             if not diff and link is not None:
                 continue
-            row = {"id": eid, **values, "custom": custom}
-            rows.append(row)
+            (rows if link is not None else created).append({"id": eid, **values, "custom": custom})
             changes.append({"entity": self.entity, "entity_id": eid, "op": op, "source": self.connector,
                             "fields": diff, "vendor_at": vendor_at, "at": now, "run_id": run_id})
-        repos.upsert_entities(conn, self.table, rows, [*self.mapped_columns, "archived_at", "custom"])
-        repos.insert_links(conn, new_links)
+        repos.insert_entities(batch, self.table, created)
+        repos.upsert_entities(batch, self.table, rows, [*self.mapped_columns, "archived_at", "custom"])
+        repos.insert_links(batch, new_links)
         if revived:
             repos.set_links_deleted(conn, self.connector, self.entity, revived, None)
-        outcome.written += len(rows)
+        outcome.written += len(rows) + len(created)
 
     def _write_activities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
                           outcome: PageOutcome) -> None:

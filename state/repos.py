@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -26,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from state.bulk import insert_rows
+from state.bulk import Batch
 from state.schema import (
     change_log,
     cursors,
@@ -69,9 +70,14 @@ def load_entities(conn: Connection, table: Table, ids: Sequence[str]) -> dict[st
     return out
 
 
-def upsert_entities(conn: Connection, table: Table, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+def insert_entities(batch: Batch, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert entities known to be new (their ids were just made)."""
+    batch.insert_rows(table, rows)
+
+
+def upsert_entities(batch: Batch, table: Table, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     """Insert new rows and overwrite `columns` of existing ones, in one statement."""
-    insert_rows(conn, table, rows, conflict=["id"], update=[c for c in columns if c != "id"])
+    batch.insert_rows(table, rows, conflict=["id"], update=[c for c in columns if c != "id"])
 
 
 def archive_entities(conn: Connection, table: Table, ids: Sequence[str], at: datetime) -> None:
@@ -94,8 +100,8 @@ def lookup_links(conn: Connection, connector: str, entity: str, external_ids: Se
     return out
 
 
-def insert_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    insert_rows(conn, external_links, rows)
+def insert_links(batch: Batch, rows: list[dict[str, Any]]) -> None:
+    batch.insert_rows(external_links, rows)
 
 
 def set_links_deleted(conn: Connection, connector: str, entity: str, external_ids: Sequence[str], at: datetime | None) -> None:
@@ -141,7 +147,7 @@ def relax_commit(conn: Connection) -> None:
 
 # -- change log ----------------------------------------------------------------------------------
 
-def append_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def append_changes(batch: Batch, rows: list[dict[str, Any]]) -> None:
     """Append change-log rows so that sequence numbers follow commit order.
 
     On PostgreSQL a transaction-level advisory lock is taken first and held until
@@ -150,9 +156,9 @@ def append_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHANGE_LOG_LOCK})")
-    insert_rows(conn, change_log, rows)
+    if batch.pg:
+        batch.sql(f"SELECT pg_advisory_xact_lock({CHANGE_LOG_LOCK})")
+    batch.insert_rows(change_log, rows)
 
 
 # -- cursors -------------------------------------------------------------------------------------
@@ -188,6 +194,64 @@ def start_run(conn: Connection, connector: str, stream: str, at: datetime, worke
 def add_run_counts(conn: Connection, run_id: int, **counts: int) -> None:
     c = sync_runs.c
     conn.execute(update(sync_runs).where(c.id == run_id).values({k: c[k] + v for k, v in counts.items()}))
+
+
+_CHECKPOINT_PG = """
+WITH lease AS (
+    UPDATE hub.leases SET expires_at = %(expires)s WHERE name = %(lease)s AND owner = %(owner)s RETURNING 1
+), cur AS (
+    INSERT INTO hub.cursors (connector, stream, cursor, updated_at)
+    SELECT %(connector)s, %(stream)s, %(cursor)s::jsonb, %(now)s WHERE %(has_cursor)s AND EXISTS (SELECT 1 FROM lease)
+    ON CONFLICT (connector, stream) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = EXCLUDED.updated_at
+), run AS (
+    UPDATE hub.sync_runs SET read = read + %(read)s, written = written + %(written)s,
+        deleted = deleted + %(deleted)s, failed = failed + %(failed)s, requests = requests + %(requests)s,
+        pages = pages + 1
+    WHERE id = %(run_id)s
+)
+SELECT 1 / count(*) FROM lease
+"""
+# `1 / count(*)`: a lost lease fails the statement (division by zero) and with it the
+# whole page, inside the pipeline, so nobody has to wait for an answer before COMMIT.
+
+
+class LeaseLostError(Exception):
+    """The page's checkpoint found the lease taken by another worker; the page is void."""
+
+
+def flush_page(batch: Batch) -> None:
+    """Send the page's queued writes; a failed lease check surfaces as LeaseLostError."""
+    import psycopg
+
+    try:
+        batch.flush()
+    except psycopg.errors.DivisionByZero:
+        raise LeaseLostError("the stream's lease was lost to another worker") from None
+
+
+def checkpoint(batch: Batch, *, lease: str, owner: str, now: datetime, ttl: timedelta, connector: str,
+               stream: str, cursor: dict[str, Any] | None, run_id: int, read: int, written: int, deleted: int,
+               failed: int, requests: int) -> bool:
+    """The end of a page's transaction: renew the lease, store the cursor, count the page.
+
+    Returns False when the lease was lost; the caller must then roll the page back. On
+    PostgreSQL it joins the batch (LeaseLostError comes from `flush` instead).
+    """
+    if batch.pg:
+        params = {"expires": now + ttl, "lease": lease, "owner": owner, "connector": connector, "stream": stream,
+                  "cursor": orjson.dumps(cursor).decode() if cursor is not None else None, "now": now,
+                  "has_cursor": cursor is not None, "read": read, "written": written, "deleted": deleted,
+                  "failed": failed, "requests": requests, "run_id": run_id}
+        batch.sql(_CHECKPOINT_PG, params)
+        return True
+    conn = batch.conn
+    if not renew_lease(conn, lease, owner, now, ttl):
+        return False
+    if cursor is not None:
+        put_cursor(conn, connector, stream, cursor, now)
+    add_run_counts(conn, run_id, read=read, written=written, deleted=deleted, failed=failed,
+                   requests=requests, pages=1)
+    return True
 
 
 def mark_resync(conn: Connection, run_id: int, reason: str) -> None:
