@@ -89,3 +89,10 @@ def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUBSPOT_TOKEN", "x")
+    monkeypatch.delenv("CRMHUB_DATABASE_URL", raising=False)
+    cfg = load_config(Path(__file__).parent.parent / "crmhub.example.yaml")
+    assert ConnectorFactory(cfg).names() == ["hubspot_main"]

@@ -253,6 +253,8 @@ class HubSpotConnector(Connector):
         limit = self.cfg.search_page_size
         c = dict(cursor)
         unreported = 0
+        if self.cfg.search_lag_ms and not c.get("collapsed") and c.get("id_after") is None:
+            yield from self._sweep_lag_window(stream, c)
         while True:
             ts = int(c["ts"])
             if c.get("id_after") is not None or c.get("collapsed"):
@@ -296,6 +298,32 @@ class HubSpotConnector(Connector):
             if not full_page:
                 break
         yield from self._read_archived(stream, c, 1 + unreported)
+
+    def _sweep_lag_window(self, stream: str, c: Cursor) -> Iterator[Page]:
+        """Re-read the `search_lag_ms` before the cursor: a record changed there may have become
+        searchable only after the last run passed it (search indexing lags writes).
+
+        An id keyset inside the window, so it ends whatever the timestamps; re-reads are
+        idempotent upserts. The cursor does not move, so a resume sweeps again.
+        """
+        obj, _t, ts_prop, _d, _a = OBJECTS[stream]
+        ts = int(c["ts"])
+        seen = set(c.get("seen") or []) if not c.get("all_at_ts") else set()
+        after_id = 0
+        while True:
+            filters = [{"propertyName": ts_prop, "operator": "BETWEEN", "value": str(max(0, ts - self.cfg.search_lag_ms)),
+                        "highValue": str(ts)},
+                       {"propertyName": "hs_object_id", "operator": "GT", "value": str(after_id)}]
+            body = {"filterGroups": [{"filters": filters}],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": self.properties(stream), "limit": self.cfg.search_page_size}
+            results = self._search(obj, body).get("results", [])
+            fresh = [r for r in results if not (str(r.get("id")) in seen
+                                                and to_ms((r.get("properties") or {}).get(ts_prop)) == ts)]
+            yield self._page(stream, fresh, dict(c))
+            if len(results) < self.cfg.search_page_size:
+                return
+            after_id = max(int(r["id"]) for r in results)
 
     def _read_archived(self, stream: str, c: Cursor, requests: int = 1) -> Iterator[Page]:
         """Deletes: HubSpot lists archived records but cannot filter them by time, so filter here."""
