@@ -23,7 +23,7 @@ def test_late_indexed_record_in_the_lag_window_is_read() -> None:
         if request.method == "POST":
             body = json.loads(request.content)
             bodies.append(body)
-            (f, *rest) = body["filterGroups"][0]["filters"]
+            f = body["filterGroups"][0]["filters"][0]
             if f["operator"] == "BETWEEN":
                 assert (int(f["value"]), int(f["highValue"])) == (T0 - LAG, T0)
                 assert body["sorts"] == [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]
