@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from hub.config import ConfigError
 from hub.mapping import MappingLoadError
+from hub.tables import table
 from state.db import SchemaOutOfDate
 
 app = typer.Typer(help="crmhub: sync vendors into one canonical CRM store.", no_args_is_help=True,
@@ -96,7 +96,7 @@ def connectors_list(as_json: JsonOpt = False) -> None:
             _dump({"kinds": kinds, "instances": instances})
             return
         out.print("installed kinds: " + ", ".join(kinds))
-        t = Table("instance", "kind", "enabled", "streams")
+        t = table("instance", "kind", "enabled", "streams")
         for i in instances:
             t.add_row(i["name"], i["kind"], "yes" if i["enabled"] else "no", ", ".join(i["streams"]))
         out.print(t)
@@ -189,7 +189,7 @@ def sync_run(
         if as_json:
             _dump({"streams": [_stream_doc(r) for r in results], "seconds": round(seconds, 3)})
         else:
-            t = Table("stream", "status", "read", "written", "deleted", "failed", "requests", "seconds")
+            t = table("stream", "status", "read", "written", "deleted", "failed", "requests", "seconds")
             for r in results:
                 color = {"ok": "green", "busy": "yellow"}.get(r.status, "red")
                 t.add_row(f"{r.connector}.{r.stream}", f"[{color}]{r.status}[/{color}]", f"{r.read:,}",
@@ -244,7 +244,7 @@ def status(as_json: JsonOpt = False) -> None:
         if as_json:
             _dump(doc)
             return
-        t = Table("stream", "last run", "read", "written", "failed", "lag", "retry queue", "dead")
+        t = table("stream", "last run", "read", "written", "failed", "lag", "retry queue", "dead")
         for s in doc["streams"]:
             lr = s["last_run"]
             state = "never" if not lr else lr["status"] + (" (full resync)" if lr["full_resync"] else "")
@@ -274,7 +274,7 @@ def retries_list(
         if as_json:
             _dump({"retries": rows})
             return
-        t = Table("id", "stream", "external id", "attempts", "dead", "last failed")
+        t = table("id", "stream", "external id", "attempts", "dead", "last failed")
         t.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=70)
         for r in rows:
             t.add_row(str(r["id"]), f"{r['connector']}.{r['stream']}", r["external_id"], str(r["attempts"]),

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import func, select
 
 from hub.app import Hub
 from hub.config import parse_config
+from hub.tables import table
 from state.schema import accounts, change_log, contacts, opportunities
 
 
@@ -22,7 +22,7 @@ def _counts(h: Hub) -> dict[str, int]:
 
 
 def _show(console: Console, title: str, results: list[Any]) -> None:
-    t = Table("stream", "read", "written", "deleted", "failed", "requests", "seconds", title=title)
+    t = table("stream", "read", "written", "deleted", "failed", "requests", "seconds", title=title)
     for r in results:
         t.add_row(f"{r.connector}.{r.stream}", f"{r.read:,}", f"{r.written:,}", f"{r.deleted:,}",
                   f"{r.failed:,}", f"{r.requests:,}", f"{r.seconds:.2f}")
