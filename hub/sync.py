@@ -41,6 +41,16 @@ TARGET_ORDER = {"account": 0, "contact": 1, "lead": 1, "opportunity": 2, "activi
 ANALYZE_AT = frozenset({4, 40, 400, 4000})
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -140,7 +150,8 @@ class SyncEngine:
         lease = f"stream:{name}.{stream}"
         started = time.perf_counter()
         with self.db.begin() as tx:
-            if not repos.acquire_lease(tx, lease, self.worker, self.clock(), self.lease_ttl):
+            if not repos.acquire_lease(tx, lease, self.worker, self.clock(), self.lease_ttl) and not \
+                    self._take_over_from_dead_worker(tx, lease):
                 holder = repos.lease_holder(tx, lease) or {}
                 result.status = "busy"
                 result.error = f"{name}.{stream} is being synced by {holder.get('owner')} (lease until {holder.get('expires_at')})"
@@ -175,6 +186,18 @@ class SyncEngine:
                 repos.finish_run(tx, result.run_id, status, self.clock(), error)
             repos.release_lease(tx, lease, self.worker)
         return result
+
+    def _take_over_from_dead_worker(self, tx: Connection, lease: str) -> bool:
+        """A worker on this host that died (kill -9, OOM) leaves its lease until it expires;
+        when its process is gone, take the lease over at once instead of waiting."""
+        holder = repos.lease_holder(tx, lease)
+        if not holder:
+            return False
+        host, _, pid = str(holder["owner"]).rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or _process_alive(int(pid)):
+            return False
+        log.warning("taking over lease %s from %s, whose process is gone", lease, holder["owner"])
+        return repos.take_over_lease(tx, lease, holder["owner"], self.worker, self.clock(), self.lease_ttl)
 
     def _read_all(self, conn: Connection, connector: Connector, stream: str, writer: PageWriter, cursor: Cursor | None,
                   result: StreamResult, lease: str, retries_open: bool, progress: ProgressFn | None) -> None:

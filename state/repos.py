@@ -369,6 +369,13 @@ def acquire_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: t
     return conn.execute(stmt).first() is not None
 
 
+def take_over_lease(conn: Connection, name: str, old_owner: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+    """Take `name` from `old_owner` (known dead); False if someone else got there first."""
+    res = conn.execute(update(leases).where(leases.c.name == name, leases.c.owner == old_owner)
+                       .values(owner=owner, acquired_at=now, expires_at=now + ttl))
+    return res.rowcount == 1
+
+
 def renew_lease(conn: Connection, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
     """Extend our lease; False means it was lost (expired and taken), so this writer must stop."""
     res = conn.execute(update(leases).where(leases.c.name == name, leases.c.owner == owner)

@@ -117,3 +117,24 @@ def test_cursor_roundtrip(db_url: str) -> None:
     with eng.connect() as c:
         assert repos.get_cursor(c, "hs", "contacts") == {"phase": "incremental", "ts": 1}
     eng.dispose()
+
+
+def test_lease_of_a_dead_worker_on_this_host_is_taken_over(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A sync killed with SIGKILL leaves its lease; the next run on the same host takes it over at once."""
+    import socket
+
+    from hub.config import parse_config
+    from hub.sync import SyncEngine
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_owner = f"{socket.gethostname()}:{dead.stdout.strip()}"
+    eng = make_engine(db_url)
+    now = datetime.now(UTC)
+    with eng.begin() as c:
+        assert repos.acquire_lease(c, "stream:x.contacts", dead_owner, now, timedelta(hours=1))
+        assert repos.acquire_lease(c, "stream:x.other", f"{socket.gethostname()}:1", now, timedelta(hours=1))
+        sync = SyncEngine(parse_config({}), eng, None, None)  # type: ignore[arg-type]
+        assert sync._take_over_from_dead_worker(c, "stream:x.contacts")
+        assert repos.lease_holder(c, "stream:x.contacts")["owner"] == sync.worker  # type: ignore[index]
+        assert not sync._take_over_from_dead_worker(c, "stream:x.other"), "pid 1 is alive: no take-over"
+    eng.dispose()
