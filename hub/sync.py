@@ -170,7 +170,12 @@ class SyncEngine:
                 self._replay_due(writer, result)
             # one connection for the run: no pool check-out (and ping) per page
             with self.db.connect() as conn:
-                self._read_all(conn, connector, stream, writer, cursor, result, lease, retries_open, progress)
+                relaxed = not self.cfg.sync.durable_page_commits and repos.relax_commits(conn)
+                try:
+                    self._read_all(conn, connector, stream, writer, cursor, result, lease, retries_open, progress)
+                finally:
+                    if relaxed:
+                        repos.restore_commits(conn)
             status, error = "ok", None
         except LeaseLost as exc:
             status, error = "failed", str(exc)
@@ -235,8 +240,6 @@ class SyncEngine:
                      requests: int) -> PageOutcome:
         now = self.clock()
         with tx.begin():
-            if not self.cfg.sync.durable_page_commits:
-                repos.relax_commit(tx)
             batch = Batch(tx)
             outcome = writer.write(batch, prepared, deleted, now, result.run_id)
             for r in rejected:

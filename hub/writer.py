@@ -7,7 +7,8 @@ look-up per referenced entity, one upsert per table, one change-log insert.
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,12 +22,21 @@ from state import repos
 from state.bulk import Batch
 from state.schema import ENTITY_TABLES, activities, change_log, external_links
 
+#: referenced ids a run remembers at most (per referenced entity): ~100 bytes each
+REF_CACHE_SIZE = 50_000
+
 #: a value that means "leave the stored value as it is"
 KEEP: Any = object()
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A UUIDv7-style id: 48 bits of milliseconds, then 80 random bits, as 32 hex digits.
+
+    Time-ordered ids land at the right edge of every index that holds them (the entity
+    table's key, the links' and the change log's entity_id), instead of at random pages:
+    fewer page splits and a hot, cached index tail during bulk loads.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.randbits(80):020x}"
 
 
 @dataclass
@@ -56,6 +66,10 @@ class PageWriter:
         self.stream = stream
         self.mapping = mapping
         self.entity = mapping.target
+        #: referenced entity -> {external id: canonical id}. A link, once made, keeps its canonical
+        #: id, so a run can remember the ones it saw (a company is referenced by many contacts).
+        #: A page that fails ends the run, so nothing uncommitted outlives it here.
+        self._ref_cache: dict[str, dict[str, str]] = {}
         self.table = ENTITY_TABLES.get(self.entity)
         if self.table is not None:
             self.columns = [c for c in self.table.c]
@@ -117,9 +131,13 @@ class PageWriter:
                 for _r, m in mapped:
                     m.values[field_name] = KEEP
                 continue
-            found = {ext: eid for ext, (eid, _d) in
-                     repos.lookup_links(batch.conn, self.connector, entity, wanted).items()}
-            missing = [ext for ext in wanted if ext not in found]
+            cache = self._ref_cache.setdefault(entity, {})
+            found = {ext: cache[ext] for ext in wanted if ext in cache}
+            unknown = [ext for ext in wanted if ext not in found]
+            if unknown:
+                found.update((ext, eid) for ext, (eid, _d) in
+                             repos.lookup_links(batch.conn, self.connector, entity, unknown).items())
+            missing = [ext for ext in unknown if ext not in found]
             if missing:
                 stubs = []
                 links = []
@@ -132,6 +150,9 @@ class PageWriter:
                                     "fields": {}, "vendor_at": None, "at": now, "run_id": run_id})
                 repos.insert_entities(batch, ENTITY_TABLES[entity], stubs)
                 repos.insert_links(batch, links)
+            if len(cache) > REF_CACHE_SIZE:
+                cache.clear()
+            cache.update(found)
             for _r, m in mapped:
                 ref = m.refs.get(field_name)
                 # a record that does not carry the reference (a search result without

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Column, Connection, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 _PG = postgresql.dialect()
 
@@ -72,14 +72,29 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
                                tuple(update) if update else None)
         conn.exec_driver_sql(sql, _pg_params(rows, columns, is_json))
         return
-    stmt: Any = sqlite.insert(table)
+    sql, processors = _sqlite_sql(conn.dialect, table, columns, tuple(conflict) if conflict is not None else None,
+                                  tuple(update) if update else None)
+    params = [tuple(p(r[c]) if p else r[c] for c, p in zip(columns, processors, strict=True)) for r in rows]
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.executemany(sql, params)
+
+
+@cache
+def _sqlite_sql(dialect: Any, table: Table, columns: tuple[str, ...], conflict: tuple[str, ...] | None,
+                update: tuple[str, ...] | None) -> tuple[str, tuple[Any, ...]]:
+    """The driver's executemany with SQLAlchemy's own value conversions (so rows read back
+    through SQLAlchemy as they would after a Core insert), without its per-row overhead."""
+    processors = tuple(table.c[c].type._cached_bind_processor(dialect) for c in columns)
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join('?' for _ in columns)})")
     if conflict is not None:
+        target = f" ON CONFLICT ({', '.join(conflict)})"
         if update:
-            stmt = stmt.on_conflict_do_update(index_elements=list(conflict),
-                                              set_={c: stmt.excluded[c] for c in update})
+            sql += f"{target} DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
         else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
-    conn.execute(stmt, list(rows))
+            sql += f"{target} DO NOTHING"
+    return sql, processors
 
 
 class Batch:

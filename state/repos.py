@@ -62,7 +62,24 @@ def chunks(seq: Sequence[Any], n: int = 900) -> Iterable[Sequence[Any]]:
 
 # -- canonical entities --------------------------------------------------------------------------
 
+def _pg_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """A hot read on the driver's cursor: constant SQL (prepared by psycopg after a few runs),
+    none of the expression building a Core select costs on every page."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
 def load_entities(conn: Connection, table: Table, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    if conn.dialect.name == "postgresql":
+        names = list(table.c.keys())
+        rows = _pg_rows(conn, f"SELECT {', '.join(names)} FROM {table.schema}.{table.name} WHERE id = ANY(%s)",
+                        (list(ids),))
+        return {r[0]: dict(zip(names, r, strict=True)) for r in rows}
     out: dict[str, dict[str, Any]] = {}
     for part in chunks(ids):
         for row in conn.execute(select(table).where(among(conn, table.c.id, part))).mappings():
@@ -89,6 +106,13 @@ def archive_entities(conn: Connection, table: Table, ids: Sequence[str], at: dat
 
 def lookup_links(conn: Connection, connector: str, entity: str, external_ids: Sequence[str]) -> dict[str, tuple[str, datetime | None]]:
     """external id -> (canonical id, deleted_at) for one connector instance and entity."""
+    if not external_ids:
+        return {}
+    if conn.dialect.name == "postgresql":
+        rows = _pg_rows(conn, "SELECT external_id, entity_id, deleted_at FROM hub.external_links "
+                        "WHERE connector = %s AND entity = %s AND external_id = ANY(%s)",
+                        (connector, entity, list(external_ids)))
+        return {ext: (eid, deleted) for ext, eid, deleted in rows}
     out: dict[str, tuple[str, datetime | None]] = {}
     t = external_links
     for part in chunks(external_ids):
@@ -135,14 +159,24 @@ def refresh_statistics(engine: Engine, tables: Sequence[Table]) -> None:
         c.exec_driver_sql(f"ANALYZE {names}")
 
 
-def relax_commit(conn: Connection) -> None:
-    """This transaction's commit need not wait for the WAL flush (PostgreSQL only).
+def relax_commits(conn: Connection) -> bool:
+    """This connection's commits need not wait for the WAL flush (PostgreSQL only), until
+    `restore_commits`; it is set once per run, not once per page (a round trip each).
 
     Safe where the data and the checkpoint that covers it commit together: a commit
     lost to a server crash loses data and checkpoint alike, and the work is redone.
     """
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+    if conn.dialect.name != "postgresql":
+        return False
+    with conn.begin():
+        conn.exec_driver_sql("SET SESSION synchronous_commit = off")
+    return True
+
+
+def restore_commits(conn: Connection) -> None:
+    """Undo `relax_commits` before the connection goes back to the pool."""
+    with conn.begin():
+        conn.exec_driver_sql("RESET synchronous_commit")
 
 
 # -- change log ----------------------------------------------------------------------------------
