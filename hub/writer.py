@@ -7,7 +7,7 @@ look-up per referenced entity, one upsert per table, one change-log insert.
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +21,9 @@ from hub.transforms import MappingError, timestamp
 from state import repos
 from state.bulk import Batch
 from state.schema import ENTITY_TABLES, activities, change_log, external_links
+
+#: ids need uniqueness, not secrecy: the fast generator, not a syscall per id (os.urandom)
+_random = random.Random()
 
 #: referenced ids a run remembers at most (per referenced entity): ~100 bytes each
 REF_CACHE_SIZE = 50_000
@@ -36,7 +39,7 @@ def new_id() -> str:
     table's key, the links' and the change log's entity_id), instead of at random pages:
     fewer page splits and a hot, cached index tail during bulk loads.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.randbits(80):020x}"
+    return f"{time.time_ns() // 1_000_000:012x}{_random.getrandbits(80):020x}"
 
 
 @dataclass
