@@ -19,7 +19,8 @@ from state.db import make_engine, upgrade
 from state.schema import metadata
 
 PG_ADMIN_URL = os.environ.get("CRMHUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-PG_TEST_DB = "crmhub_pytest"
+#: one database per test session, so concurrent runs on one server do not share state
+PG_TEST_DB = f"crmhub_pytest_{os.getpid()}"
 REQUIRE_PG = os.environ.get("CRMHUB_REQUIRE_PG") == "1"
 
 
@@ -51,6 +52,8 @@ def pg_url() -> Iterator[str]:
     upgrade(eng)
     eng.dispose()
     yield url
+    with admin.connect() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
     admin.dispose()
 
 
