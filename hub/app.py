@@ -36,7 +36,13 @@ class Hub:
 
     @cached_property
     def factory(self) -> ConnectorFactory:
-        return ConnectorFactory(self.cfg, transport=self._transport, sleep=self._sleep)
+        from hub.budget import SharedBudget
+
+        def shared(name: str, rate: float, burst: int) -> SharedBudget:
+            kwargs = {"sleep": self._sleep} if self._sleep is not None else {}
+            return SharedBudget(self.db, name, rate, burst, **kwargs)
+
+        return ConnectorFactory(self.cfg, transport=self._transport, sleep=self._sleep, budget_factory=shared)
 
     @cached_property
     def mappings(self) -> Mappings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from hub.config import ConfigError, HubConfig, format_validation_error
 from hub.sdk.connector import Connector, ConnectorContext
-from hub.sdk.ratelimit import TokenBucket
+from hub.sdk.ratelimit import RateBudget, TokenBucket
 
 GROUP = "crmhub.connectors"
 
@@ -64,12 +65,16 @@ def validate_connectors(cfg: HubConfig) -> dict[str, Any]:
 class ConnectorFactory:
     """Builds connector instances; one request budget per instance, shared by all its streams."""
 
-    def __init__(self, cfg: HubConfig, *, transport: Any = None, sleep: Any = None):
+    def __init__(self, cfg: HubConfig, *, transport: Any = None, sleep: Any = None,
+                 budget_factory: Callable[[str, float, int], RateBudget] | None = None):
         self.cfg = cfg
         self.configs = validate_connectors(cfg)
         self.transport = transport
         self.sleep = sleep
-        self._budgets: dict[str, TokenBucket] = {}
+        #: builds the budget an instance's streams (and, shared through the database, its
+        #: workers) draw from; without one, a budget per process
+        self.budget_factory = budget_factory
+        self._budgets: dict[str, RateBudget] = {}
 
     def kind(self, name: str) -> str:
         return str(self.configs[name].kind)
@@ -86,7 +91,11 @@ class ConnectorFactory:
         budget = self._budgets.get(name)
         if budget is None:
             rate = getattr(conf, "requests_per_second", None) or cls.default_rate
-            budget = self._budgets[name] = TokenBucket(rate or 0, max(1, cls.default_burst))
+            burst = max(1, cls.default_burst)
+            if rate and self.budget_factory is not None:
+                budget = self._budgets[name] = self.budget_factory(name, rate, burst)
+            else:
+                budget = self._budgets[name] = TokenBucket(rate or 0, burst)
         ctx = ConnectorContext(name=name, budget=budget, transport=self.transport, sleep=self.sleep,
                                field_hints=field_hints or {})
         return cls(conf, ctx)

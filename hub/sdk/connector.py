@@ -37,6 +37,8 @@ class ConnectorConfig(BaseModel):
     streams: list[str] | None = None
     schedule: str | None = None
     direction: str = "in"
+    #: signing secrets for `crmhub serve` (several while a secret rotates)
+    webhook_secrets: list[str] | None = None
 
 
 @dataclass
