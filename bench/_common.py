@@ -90,11 +90,14 @@ class Measured:
     output: dict[str, Any]
 
 
-def run_cli(args: list[str], config: Path) -> Measured:
-    """Run `crmhub ARGS --json` as a child; wall clock and the child's own peak RSS."""
+def run_cli(args: list[str], config: Path, profile: str | None = None) -> Measured:
+    """Run `crmhub ARGS --json` as a child; wall clock and the child's own peak RSS.
+
+    With `profile`, the child runs under cProfile and writes its statistics there."""
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
         t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "hub.cli", "--config", str(config), *args],
+        p = subprocess.Popen([sys.executable, *prof, "-m", "hub.cli", "--config", str(config), *args],
                              cwd=ROOT, stdout=out_f, stderr=err_f)
         _pid, status, usage = os.wait4(p.pid, 0)  # this child's own rusage, peak RSS included
         seconds = time.perf_counter() - t0

@@ -331,6 +331,49 @@ def retries_drop(
 
 
 @app.command()
+def explain(
+    entity: Annotated[str, typer.Argument(help="account, contact, lead or opportunity")],
+    key: Annotated[str, typer.Argument(help="canonical id, email (contact, lead) or domain (account)")],
+    field: Annotated[str | None, typer.Argument(help="one field (default: all)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why a field holds its value: its source, its rule, and every decision about it (accepted and refused)."""
+    from hub.explain import ExplainError, explain_doc, render
+    from hub.ownership import load_rules
+
+    with _hub() as h:
+        rules = load_rules(h.cfg.ownership, systems=list(h.cfg.connectors))
+        try:
+            if as_json:
+                _dump(explain_doc(h.db, rules, entity, key, field))
+            else:
+                render(out, h.db, rules, entity, key, field)
+        except ExplainError as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(e.status) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    public_base_url: Annotated[str | None, typer.Option(
+        help="scheme://host[:port] vendors post to, when a proxy sits in front (HubSpot and Twilio sign it)")] = None,
+) -> None:
+    """Receive webhooks: POST /webhooks/{connector} (verified, stored durably before 2xx), /healthz, /metrics."""
+    from hub.webhooks.cli import serve as run_server
+    from hub.webhooks.server import WebhookSettings
+
+    try:
+        run_server(_state["config"], host, port, settings=WebhookSettings(public_base_url=public_base_url))
+    except ConfigError as e:
+        err.print(f"[red]{e.source}: invalid configuration[/red]")
+        for p in e.problems:
+            err.print(f"  - {p}", markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def demo(
     contacts: Annotated[int, typer.Option(help="contacts in the sandbox")] = 2000,
     workdir: Annotated[str, typer.Option(help="where the demo's SQLite file goes")] = ".crmhub/demo",

@@ -69,7 +69,7 @@ def run_demo(console: Console, *, contacts: int = 2000, workdir: str = ".crmhub/
             console.print("[bold]5.[/bold] why did it change? the change log says:")
             for entity, eid, op, fields in rows:
                 diff = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in (fields or {}).items()
-                                 if k not in ("updated_at",))
+                                 if k != "updated_at" and not k.startswith("_"))
                 console.print(f"   {entity} {eid[:8]} {op} by hubspot_demo: {diff}", markup=False)
             ok = all(r.status == "ok" for r in full + inc)
             console.print(("[green]demo finished[/green]" if ok else "[red]demo finished with errors[/red]")

@@ -36,7 +36,7 @@ from state.schema import ENTITY_TABLES
 __all__ = ["MappedRecord", "MappingLoadError", "Mappings", "StreamMapping", "load_mappings"]
 
 #: columns the hub manages itself: a mapping may not write them
-RESERVED = {"id", "custom", "archived_at"}
+RESERVED = {"id", "custom", "archived_at", "provenance"}
 
 
 class MappingLoadError(Exception):

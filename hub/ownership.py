@@ -415,6 +415,34 @@ class Merger:
         """The rule name that decides `field` of this entity."""
         return (self._table.get(field) or self._compile(field))[1]
 
+    def first(self, incoming: Mapping[str, Any], system: str, vendor_at: datetime | None) -> MergeResult:
+        """`merge` into a new (empty) entity, without the comparisons: the same values and
+        provenance, and the same refused writes (an `owner` field from another system), but
+        no decisions for the accepted ones: they are `values`, each with no old value."""
+        values: dict[str, Any] = {}
+        prov: dict[str, tuple[str, datetime | None, str]] = {}
+        refused: list[Decision] = []
+        table = self._table
+        claims: dict[str, tuple[str, datetime | None, str]] = {}
+        for field, new in incoming.items():
+            r = table.get(field)
+            if r is None:
+                r = self._compile(field)
+            code = r[0]
+            if code == _OWNER and system != r[2]:
+                if new is not None:
+                    refused.append(Decision(field, False, r[1], r[4], None, new))
+                continue
+            if code in (_PRIORITY, _FILL_EMPTY) and (new is None or new == ""):
+                continue
+            claim = claims.get(r[1])
+            if claim is None:
+                claim = claims[r[1]] = (system, vendor_at, r[1])
+            prov[field] = claim
+            if new is not None:
+                values[field] = new
+        return MergeResult(values, prov, refused)
+
     def merge(self, current: Mapping[str, Any], provenance: Mapping[str, tuple[Any, ...] | None],
               incoming: Mapping[str, Any], system: str, vendor_at: datetime | None,
               field_times: Mapping[str, datetime | None] | None = None) -> MergeResult:

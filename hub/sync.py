@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine
 
 from hub.config import HubConfig
 from hub.mapping import Mappings
+from hub.ownership import Rules, load_rules
 from hub.prefetch import prefetch
 from hub.registry import ConnectorFactory
 from hub.sdk.connector import Connector
@@ -90,8 +91,10 @@ ProgressFn = Callable[[StreamResult], None]
 
 class SyncEngine:
     def __init__(self, cfg: HubConfig, db: Engine, factory: ConnectorFactory, mappings: Mappings, *,
-                 worker: str | None = None, clock: Callable[[], datetime] = utcnow):
+                 worker: str | None = None, clock: Callable[[], datetime] = utcnow, rules: Rules | None = None):
         self.cfg = cfg
+        #: per-field source of truth for every page writer (a bad rule fails here, with its key)
+        self.rules = rules if rules is not None else load_rules(cfg.ownership, systems=list(cfg.connectors))
         self.db = db
         self.factory = factory
         self.mappings = mappings
@@ -158,7 +161,7 @@ class SyncEngine:
                 return result
         try:
             kind = type(connector).kind
-            writer = PageWriter(name, stream, self.mappings.stream(name, kind, stream))
+            writer = PageWriter(name, stream, self.mappings.stream(name, kind, stream), self.rules)
             with self.db.begin() as tx:
                 cursor = None if full else repos.get_cursor(tx, name, stream)
                 reason = "requested (--full)" if full else None

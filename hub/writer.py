@@ -1,8 +1,11 @@
 """Writes one page into the canonical store: the per-page bulk path of every sync.
 
 For a page of N records it costs a fixed number of statements, whatever N is:
-one link look-up, one load of the linked entities' current state, one reference
-look-up per referenced entity, one upsert per table, one change-log insert.
+one link look-up, one load of the linked entities' current state (with their
+provenance), one identity look-up for the records without a link (hub.identity),
+one reference look-up per referenced entity, one insert or upsert per table, one
+change-log insert. Between the reads and the writes, each record is merged field
+by field under the ownership rules (hub.ownership), in memory.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
 
+from hub.identity import IdentityKeys, PageIdentity
 from hub.mapping import MappedRecord, StreamMapping
+from hub.ownership import Merger, Rules, delete_outcome, load_default_rules
 from hub.sdk.types import RawRecord
 from hub.transforms import MappingError, timestamp
 from state import repos
@@ -30,6 +35,17 @@ REF_CACHE_SIZE = 50_000
 
 #: a value that means "leave the stored value as it is"
 KEEP: Any = object()
+
+_parse_time = datetime.fromisoformat
+
+
+def _iso(t: datetime | None) -> str | None:
+    """A time as provenance stores it: ISO-8601, UTC, milliseconds (`2026-01-01T00:00:00.000Z`)."""
+    if t is None:
+        return None
+    if t.utcoffset():
+        t = t.astimezone(UTC)
+    return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
 
 
 def new_id() -> str:
@@ -48,7 +64,26 @@ class Prepared:
 
     read: int = 0
     mapped: list[tuple[RawRecord, MappedRecord]] = field(default_factory=list)
+    #: each mapped record's vendor-side change time (parsed once, in the read thread) ...
+    times: list[datetime | None] = field(default_factory=list)
+    #: ... and as provenance stores it (the vendor's own ISO-8601 UTC text, per the SDK contract)
+    isos: list[str | None] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Entity:
+    """One canonical entity a page touches: its row (updated in place), its provenance as
+    stored (`values["provenance"]`: JSON, times as ISO strings) and as the Merger reads it
+    (`claims`: field -> (system, vendor_at datetime))."""
+
+    __slots__ = ("claims", "dirty", "new", "prov", "values")
+
+    def __init__(self, values: dict[str, Any], prov: dict[str, Any], claims: dict[str, Any], new: bool):
+        self.values = values
+        self.prov = prov
+        self.claims = claims
+        self.new = new
+        self.dirty = False
 
 
 @dataclass
@@ -64,19 +99,27 @@ class PageOutcome:
 class PageWriter:
     """Maps and writes pages for one (connector instance, stream)."""
 
-    def __init__(self, connector: str, stream: str, mapping: StreamMapping):
+    def __init__(self, connector: str, stream: str, mapping: StreamMapping, rules: Rules | None = None):
         self.connector = connector
         self.stream = stream
         self.mapping = mapping
         self.entity = mapping.target
+        #: per-field source of truth (crmhub.yaml `ownership:` over mappings/ownership.yaml)
+        self.rules = rules if rules is not None else load_default_rules()
         #: referenced entity -> {external id: canonical id}. A link, once made, keeps its canonical
         #: id, so a run can remember the ones it saw (a company is referenced by many contacts).
         #: A page that fails ends the run, so nothing uncommitted outlives it here.
         self._ref_cache: dict[str, dict[str, str]] = {}
         self.table = ENTITY_TABLES.get(self.entity)
+        self.merger: Merger | None = None
+        self.identity: IdentityKeys | None = None
         if self.table is not None:
             self.columns = [c for c in self.table.c]
             self.mapped_columns = [r.name for r in mapping.fields] + list(mapping.references)
+            #: what a page writes of an entity: its mapped columns and the hub's own
+            self.write_columns = ["id", *self.mapped_columns, "archived_at", "custom", "provenance"]
+            self.merger = Merger(self.rules, self.entity)
+            self.identity = IdentityKeys.for_entity(self.entity, self.table)
 
     def tables(self) -> list[Table]:
         """The tables a page of this stream writes to."""
@@ -94,10 +137,17 @@ class PageWriter:
             records = list({r.external_id: r for r in records}.values())
         for rec in records:
             try:
-                prepared.mapped.append((rec, self.mapping.map(rec.data)))
+                m = self.mapping.map(rec.data)
+                u = rec.updated_at
+                at = timestamp(u) if u else None
             except (MappingError, TypeError, ValueError, AttributeError) as err:
                 prepared.failures.append({"external_id": rec.external_id, "payload": rec.data,
                                           "reason": f"mapping failed: {err}"})
+                continue
+            prepared.mapped.append((rec, m))
+            prepared.times.append(at)
+            # the vendor's text as is when it is ISO-8601 (it parses back to `at`), else ours
+            prepared.isos.append(u if u.__class__ is str and not u.isdigit() else _iso(at))
         return prepared
 
     # -- writing ---------------------------------------------------------------------------------
@@ -110,10 +160,10 @@ class PageWriter:
         mapped = prepared.mapped
         changes: list[dict[str, Any]] = []
         if self.table is not None:
-            self._write_entities(batch, mapped, now, run_id, changes, outcome)
+            self._write_entities(batch, mapped, prepared.times, prepared.isos, now, run_id, changes, outcome)
         else:
             batch.flush()
-            self._write_activities(conn, mapped, now, outcome)
+            self._write_activities(conn, mapped, prepared.times, now, outcome)
         if deleted:
             batch.flush()  # a delete must see the links this page created
             self._delete(conn, deleted, now, run_id, changes, outcome)
@@ -162,69 +212,186 @@ class PageWriter:
                 # associations) keeps the stored value rather than erasing it
                 m.values[field_name] = found[ref] if ref is not None else KEEP
 
-    def _write_entities(self, batch: Batch, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
-                        run_id: int | None, changes: list[dict[str, Any]], outcome: PageOutcome) -> None:
-        assert self.table is not None
+    def _entity(self, eid: str, row: dict[str, Any] | None, parsed: dict[str, datetime | None]) -> _Entity:
+        """A stored row as page state; its provenance's claims as the Merger reads them (a
+        vendor time is parsed once per page, however many fields and rows share it)."""
+        if row is None:  # linked, but the row is gone: the upsert writes it again
+            row = {"id": eid}
+        prov = row.get("provenance")
+        claims: dict[str, tuple[str, datetime | None]] = {}
+        if not isinstance(prov, dict):
+            prov = {}
+        else:
+            for f, p in prov.items():
+                if f[0] == "_" or not isinstance(p, list) or len(p) < 2:
+                    continue  # not a field; or unreadable: an unknown claim, the weakest
+                t = p[1]
+                d = parsed.get(t, parsed) if t is not None else None
+                if d is parsed:
+                    d = parsed[t] = _parse_time(t)
+                claims[f] = (p[0], d)  # type: ignore[assignment]
+        row["provenance"] = prov
+        return _Entity(row, prov, claims, False)
+
+    def _write_entities(self, batch: Batch, mapped: list[tuple[RawRecord, MappedRecord]],
+                        times: list[datetime | None], isos: list[str | None], now: datetime, run_id: int | None,
+                        changes: list[dict[str, Any]], outcome: PageOutcome) -> None:
+        """Link or match each record, merge it field by field under the ownership rules, and
+        queue one insert (new entities), one upsert (changed ones), one link insert and one
+        change-log row per record that changed or was refused something."""
+        assert self.table is not None and self.merger is not None
         if not mapped:
             return
-        ext_ids = [r.external_id for r, _m in mapped]
         conn = batch.conn
-        links = repos.lookup_links(conn, self.connector, self.entity, ext_ids)
-        current = repos.load_entities(conn, self.table, [eid for eid, _d in links.values()])
+        connector, entity = self.connector, self.entity
+        links = repos.lookup_links(conn, connector, entity, [r.external_id for r, _m in mapped])
+        current = repos.load_entities(conn, self.table, list({eid for eid, _d in links.values()}))
         if self.mapping.references:
             self._resolve_refs(batch, mapped, now, run_id, changes)
-        rows: list[dict[str, Any]] = []  # changed entities
-        created: list[dict[str, Any]] = []  # new entities: a plain INSERT, no conflict to check
+        page: PageIdentity | None = None
+        if self.identity is not None:
+            unlinked = [m.values for r, m in mapped if r.external_id not in links]
+            if unlinked:
+                page = self.identity.load(conn, unlinked)
+        merge, first = self.merger.merge, self.merger.first
+        keys = self.identity.fields if self.identity is not None else frozenset()
+        parsed: dict[str, datetime | None] = {}
+        now_iso = _iso(now)
+        ents: dict[str, _Entity] = {}
         new_links: list[dict[str, Any]] = []
         revived: list[str] = []
-        for rec, m in mapped:
-            values = m.values
-            values["archived_at"] = None
-            link = links.get(rec.external_id)
-            vendor_at = timestamp(rec.updated_at) if rec.updated_at else None
-            old = current.get(link[0], {}) if link is not None else {}
-            for k, v in values.items():
-                if v is KEEP:
-                    values[k] = old.get(k)
-            if link is None:
-                eid = new_id()
-                new_links.append({"connector": self.connector, "entity": self.entity, "external_id": rec.external_id,
-                                  "entity_id": eid, "stream": self.stream, "linked_at": now})
-                diff = {k: [None, v] for k, v in values.items() if v is not None}
-                op = "create"
-                old_custom = None
-            else:
+        for (rec, m), vendor_at, vendor_iso in zip(mapped, times, isos, strict=True):
+            ext = rec.external_id
+            link = links.get(ext)
+            note = None
+            fresh = False  # an entity this page had not touched yet, and not yet matchable
+            if link is not None:
                 eid, link_deleted = link
                 if link_deleted is not None:
-                    revived.append(rec.external_id)
-                diff = {k: [old.get(k), v] for k, v in values.items() if old.get(k) != v}
+                    revived.append(ext)
+                st = ents.get(eid)
+                if st is None:
+                    st = ents[eid] = self._entity(eid, current.get(eid), parsed)
+                    fresh = True
                 op = "update"
-                old_custom = old.get("custom")
-            custom = old_custom
+            else:
+                found = page.match(m.values) if page is not None else None
+                if found is None:
+                    eid = new_id()
+                    prov: dict[str, Any] = {}
+                    st = ents[eid] = _Entity({"id": eid, "provenance": prov}, prov, {}, True)
+                    op = "create"
+                    fresh = True
+                else:
+                    eid, note = found
+                    st = ents.get(eid)
+                    if st is None:
+                        assert page is not None
+                        st = ents[eid] = self._entity(eid, page.loaded.get(eid), parsed)
+                    op = "link"
+                new_links.append({"connector": connector, "entity": entity, "external_id": ext,
+                                  "entity_id": eid, "stream": self.stream, "linked_at": now})
+            values, prov = st.values, st.prov
+            incoming = {k: v for k, v in m.values.items() if v is not KEEP}
+            fields: dict[str, Any]
+            why: dict[str, Any] | None = None
+            rejected: dict[str, Any] | None = None
+            if op == "create":  # every value is new: no comparisons, no accepted decisions to note
+                res = first(incoming, connector, vendor_at)
+                fields = {f: [None, v] for f, v in res.values.items()}
+                for d in res.decisions:
+                    if rejected is None:
+                        rejected = {}
+                    rejected[d.field] = {"value": d.new, "rule": d.rule, "reason": d.reason}
+            else:
+                res = merge(values, st.claims, incoming, connector, vendor_at)
+                fields = {}
+                # a record seen before at this vendor time (a re-read, a replayed page) was
+                # decided then: its refusals are not logged twice
+                replay = False
+                seen = prov.get("_seen")
+                if seen and vendor_at is not None:
+                    last = seen.get(connector)
+                    if last is not None and last[0] == ext and last[1] is not None:
+                        t = parsed.get(last[1], parsed)
+                        if t is parsed:
+                            t = parsed[last[1]] = _parse_time(last[1])
+                        replay = vendor_at <= t  # type: ignore[operator]
+                for d in res.decisions:
+                    if d.accepted:
+                        fields[d.field] = [d.old, d.new]
+                        if why is None:
+                            why = {}
+                        why[d.field] = {"rule": d.rule, "reason": d.reason}
+                    elif not replay:
+                        if rejected is None:
+                            rejected = {}
+                        rejected[d.field] = {"value": d.new, "rule": d.rule, "reason": d.reason}
+            if res.values:
+                values.update(res.values)
+                st.dirty = True
+            if res.provenance:
+                claims = st.claims
+                entries: dict[int, list[Any]] = {}  # one list per claim: fields decided alike share it
+                for f, claim in res.provenance.items():
+                    e = entries.get(id(claim))
+                    if e is None:
+                        at = claim[1]
+                        iso = vendor_iso if at is vendor_at else _iso(at)
+                        e = entries[id(claim)] = [claim[0], iso, claim[2], now_iso, ext]
+                    prov[f] = e
+                    claims[f] = claim
+                st.dirty = True
+            if values.get("archived_at") is not None:  # a live record of a linked source revives it
+                fields["archived_at"] = [values["archived_at"], None]
+                values["archived_at"] = None
+                st.dirty = True
             if m.custom is not None:
-                merged = {**(old_custom or {}), **m.custom}
-                if merged != old_custom:
-                    diff["custom"] = [old_custom, merged]
-                    custom = merged
-            outcome.succeeded_ids.append(rec.external_id)
-            if not diff and link is not None:
-                continue
-            (rows if link is not None else created).append({"id": eid, **values, "custom": custom})
-            changes.append({"entity": self.entity, "entity_id": eid, "op": op, "source": self.connector,
-                            "fields": diff, "vendor_at": vendor_at, "at": now, "run_id": run_id})
+                old_custom = values.get("custom")
+                custom = {**(old_custom or {}), **m.custom}
+                if custom != old_custom:
+                    fields["custom"] = [old_custom, custom]
+                    values["custom"] = custom
+                    st.dirty = True
+            if st.dirty or rejected:
+                # the version of this record decided last: a re-read of it (a resumed or full
+                # sync) decides nothing new, and its refusals are not logged again
+                seen = prov.get("_seen")
+                if seen is None:
+                    seen = prov["_seen"] = {}
+                seen[connector] = [ext, vendor_iso]
+                st.dirty = True
+            if page is not None and (fresh or not keys.isdisjoint(res.values)):
+                page.add(values)
+            outcome.succeeded_ids.append(ext)
+            if op == "update" and not fields:
+                if not rejected:
+                    continue  # nothing changed, nothing refused
+                op = "reject"  # only refusals: nothing for change-data consumers to apply
+            if why:
+                fields["_accepted"] = why
+            if rejected:
+                fields["_rejected"] = rejected
+            if note:
+                fields["_match"] = note
+            changes.append({"entity": entity, "entity_id": eid, "op": op, "source": connector,
+                            "fields": fields, "vendor_at": vendor_at, "at": now, "run_id": run_id})
+        cols = self.write_columns
+        created = [{c: st.values.get(c) for c in cols} for st in ents.values() if st.new]
+        rows = [{c: st.values.get(c) for c in cols} for st in ents.values() if st.dirty and not st.new]
         repos.insert_entities(batch, self.table, created)
-        repos.upsert_entities(batch, self.table, rows, [*self.mapped_columns, "archived_at", "custom"])
+        repos.upsert_entities(batch, self.table, rows, cols)
         repos.insert_links(batch, new_links)
         if revived:
-            repos.set_links_deleted(conn, self.connector, self.entity, revived, None)
+            repos.set_links_deleted(conn, connector, entity, revived, None)
         outcome.written += len(rows) + len(created)
 
-    def _write_activities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], now: datetime,
-                          outcome: PageOutcome) -> None:
+    def _write_activities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]],
+                          times: list[datetime | None], now: datetime, outcome: PageOutcome) -> None:
         rows = []
-        for rec, m in mapped:
+        for (rec, m), vendor_at in zip(mapped, times, strict=True):
             v = m.values
-            occurred = v.get("occurred_at") or (timestamp(rec.updated_at) if rec.updated_at else None)
+            occurred = v.get("occurred_at") or vendor_at
             if occurred is None:
                 outcome.failures.append({"external_id": rec.external_id, "payload": rec.data,
                                          "reason": "activity has no occurred_at"})
@@ -243,7 +410,8 @@ class PageWriter:
 
     def _delete(self, conn: Connection, deleted: list[str], now: datetime, run_id: int | None,
                 changes: list[dict[str, Any]], outcome: PageOutcome) -> None:
-        """Unlink this source; archive the entity only when no other system still links it."""
+        """Unlink this source; archive the entity only when the ownership rules say so
+        (`hub.ownership.delete_outcome`): never because a minor source deleted it."""
         links = repos.lookup_links(conn, self.connector, self.entity, deleted)
         live = {ext: eid for ext, (eid, d) in links.items() if d is None}
         if not live:
@@ -251,12 +419,20 @@ class PageWriter:
         repos.set_links_deleted(conn, self.connector, self.entity, list(live), now)
         if self.table is None:
             return
-        ids = list(live.values())
-        keep = repos.live_links_elsewhere(conn, self.entity, ids, self.connector)
-        gone = [i for i in ids if i not in keep]
-        repos.archive_entities(conn, self.table, gone, now)
+        ids = list(dict.fromkeys(live.values()))
+        remaining = repos.linked_systems(conn, self.entity, ids)  # after this unlink
+        gone: list[str] = []
         for eid in ids:
-            changes.append({"entity": self.entity, "entity_id": eid, "op": "unlink" if eid in keep else "archive",
-                            "source": self.connector, "fields": {"archived_at": [None, now]} if eid not in keep else {},
+            systems = remaining.get(eid, set())
+            if self.connector in systems:
+                archive, reason = False, f"another {self.connector} record still links it: unlinked only"
+            else:
+                archive, reason = delete_outcome(self.rules, self.entity, self.connector, systems)
+            if archive:
+                gone.append(eid)
+            changes.append({"entity": self.entity, "entity_id": eid, "op": "archive" if archive else "unlink",
+                            "source": self.connector,
+                            "fields": {"archived_at": [None, now], "_reason": reason} if archive else {"_reason": reason},
                             "vendor_at": None, "at": now, "run_id": run_id})
+        repos.archive_entities(conn, self.table, gone, now)
         outcome.deleted += len(live)

@@ -33,6 +33,7 @@ from state.schema import (
     cursors,
     external_links,
     leases,
+    rate_budgets,
     retry_queue,
     sync_runs,
 )
@@ -147,6 +148,18 @@ def live_links_elsewhere(conn: Connection, entity: str, entity_ids: Sequence[str
             t.c.entity == entity, among(conn, t.c.entity_id, part), t.c.deleted_at.is_(None), t.c.connector != connector
         )
         out.update(r[0] for r in conn.execute(q))
+    return out
+
+
+def linked_systems(conn: Connection, entity: str, entity_ids: Sequence[str]) -> dict[str, set[str]]:
+    """Canonical id -> the connector instances that still link it (live links only)."""
+    t = external_links
+    out: dict[str, set[str]] = {}
+    for part in chunks(entity_ids):
+        q = select(t.c.entity_id, t.c.connector).where(
+            t.c.entity == entity, among(conn, t.c.entity_id, part), t.c.deleted_at.is_(None))
+        for eid, connector in conn.execute(q):
+            out.setdefault(eid, set()).add(connector)
     return out
 
 
@@ -386,6 +399,35 @@ def drop_failures(conn: Connection, ids: Sequence[int] | None, connector: str | 
     if dead_only:
         cond.append(t.c.dead.is_(True))
     return conn.execute(delete(t).where(and_(True, *cond))).rowcount
+
+
+# -- shared request budgets ---------------------------------------------------------------------
+
+def take_budget(conn: Connection, connector: str, rate: float, burst: int, chunk: int, now: float) -> float:
+    """Take `chunk` tokens from the instance's shared bucket; return how long to wait before using them.
+
+    The bucket refills at `rate` per second up to `burst`; it may go into debt, which is
+    the wait. Times are epoch seconds (portable arithmetic on both backends).
+    """
+    least, greatest = (func.least, func.greatest) if conn.dialect.name == "postgresql" else (func.min, func.max)
+    t = rate_budgets
+    stmt = _insert(conn, t).values(connector=connector, tokens=float(burst - chunk), updated_at=now, paused_until=0.0)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.connector],
+        set_={"tokens": least(float(burst), t.c.tokens + rate * greatest(0.0, now - t.c.updated_at)) - chunk,
+              "updated_at": greatest(t.c.updated_at, now)},
+    ).returning(t.c.tokens, t.c.paused_until)
+    tokens, paused_until = conn.execute(stmt).one()
+    wait = -tokens / rate if tokens < 0 and rate > 0 else 0.0
+    return max(wait, (paused_until or 0.0) - now)
+
+
+def pause_budget(conn: Connection, connector: str, until: float) -> None:
+    t = rate_budgets
+    stmt = _insert(conn, t).values(connector=connector, tokens=0.0, updated_at=0.0, paused_until=until)
+    greatest = func.greatest if conn.dialect.name == "postgresql" else func.max
+    conn.execute(stmt.on_conflict_do_update(index_elements=[t.c.connector],
+                                            set_={"paused_until": greatest(t.c.paused_until, until)}))
 
 
 # -- leases --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -79,6 +81,9 @@ def _entity_columns() -> list[Column]:
         Column("updated_at", TS),
         Column("archived_at", TS),
         Column("custom", Json),
+        #: {field: [system, vendor_at, rule, hub_at, external_id]}: who set each value, when, why
+        #: (hub.ownership, README "Provenance"); read and written with the row, in the same statement
+        Column("provenance", Json),
     ]
 
 
@@ -92,6 +97,13 @@ accounts = Table(
     *_entity_columns(),
     schema=CRM,
 )
+#: identity match keys (hub.identity): normalised domain, then name, compared lower-cased
+Index("ix_accounts_domain_lower", func.lower(accounts.c.domain))
+Index("ix_accounts_name_lower", func.lower(accounts.c.name))
+#: the name match of a record whose domain found nothing only considers accounts without one
+Index("ix_accounts_name_lower_no_domain", func.lower(accounts.c.name),
+      postgresql_where=func.coalesce(accounts.c.domain, "") == "",
+      sqlite_where=func.coalesce(accounts.c.domain, "") == "")
 
 contacts = Table(
     "contacts", metadata,
@@ -106,6 +118,11 @@ contacts = Table(
     *_entity_columns(),
     schema=CRM,
 )
+#: identity match key (hub.identity): normalised email (phone has its own index above)
+Index("ix_contacts_email_lower", func.lower(contacts.c.email))
+#: the phone match of a record whose email found nothing only considers contacts without one
+Index("ix_contacts_phone_no_email", contacts.c.phone,
+      postgresql_where=func.coalesce(contacts.c.email, "") == "", sqlite_where=func.coalesce(contacts.c.email, "") == "")
 
 leads = Table(
     "leads", metadata,
@@ -233,6 +250,15 @@ leases = Table(
     schema=HUB,
 )
 
+rate_budgets = Table(
+    "rate_budgets", metadata,
+    Column("connector", String(128), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),  # epoch seconds: portable arithmetic
+    Column("paused_until", Float, nullable=False, default=0.0),
+    schema=HUB,
+)
+
 change_log = Table(
     "change_log", metadata,
     Column("seq", SeqId, primary_key=True, autoincrement=True),
@@ -245,5 +271,26 @@ change_log = Table(
     Column("at", TS, nullable=False),
     Column("run_id", BigInteger),
     Index("ix_change_log_entity_entity_id", "entity", "entity_id"),
+    schema=HUB,
+)
+
+#: Raw webhook deliveries, stored before they are acknowledged (hub.webhooks). One row
+#: per vendor event; (connector, event_id) is unique, so a redelivery is stored once.
+webhook_inbox = Table(
+    "webhook_inbox", metadata,
+    Column("id", SeqId, primary_key=True, autoincrement=True),
+    Column("connector", String(128), nullable=False),
+    Column("event_id", String(255), nullable=False),  # the vendor's id, else "sha256:<hex of body>"
+    Column("received_at", TS, nullable=False),
+    Column("headers", Json),  # an allow-listed subset: never signatures or credentials
+    Column("body", Json, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, failed (will retry), dead, done
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_error", Text),
+    Column("worker", String(128)),  # the worker that claimed it last
+    Column("processed_at", TS),
+    UniqueConstraint("connector", "event_id"),
+    Index("ix_webhook_inbox_status_id", "status", "id"),
     schema=HUB,
 )
