@@ -26,7 +26,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -166,7 +168,36 @@ activities = Table(
     Column("occurred_at", TS, nullable=False),
     Column("payload", Json),
     Column("recorded_at", TS, nullable=False),
+    # the activity-ingest fields (hub.sdk.activity.ActivityEvent); the row is the latest version,
+    # every version (the first included) is kept in hub.activity_versions
+    Column("ended_at", TS),
+    Column("direction", String(16)),  # inbound, outbound, internal
+    Column("subject", Text),
+    Column("status", String(32)),  # sent, scheduled, cancelled, missed, completed, ...
+    Column("url", Text),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("vendor_updated_at", TS),  # the vendor-side time of the version the row holds
     UniqueConstraint("source", "external_id"),
+    schema=CRM,
+)
+
+#: Who an activity involves. A participant that matches no contact keeps contact_id NULL and
+#: is matched again when a contact with that address or number appears (`activities relink`).
+activity_participants = Table(
+    "activity_participants", metadata,
+    Column("activity_id", Id, nullable=False, index=True),
+    Column("role", String(16), nullable=False),  # from, to, cc, bcc, organizer, attendee, caller, callee, agent
+    Column("email", String(320)),  # normalised (lower case)
+    Column("phone", String(32)),  # E.164
+    Column("user_id", String(128)),  # the vendor's user id
+    Column("name", Text),
+    Column("response", String(32)),  # an attendee's answer: accepted, declined, tentative, needsAction
+    Column("contact_id", Id, index=True),
+    Column("internal", Boolean, nullable=False, server_default=false()),  # an internal user, never a contact
+    Index("ix_activity_participants_unmatched_email", "email",
+          postgresql_where=text("contact_id IS NULL"), sqlite_where=text("contact_id IS NULL")),
+    Index("ix_activity_participants_unmatched_phone", "phone",
+          postgresql_where=text("contact_id IS NULL"), sqlite_where=text("contact_id IS NULL")),
     schema=CRM,
 )
 
@@ -292,5 +323,37 @@ webhook_inbox = Table(
     Column("processed_at", TS),
     UniqueConstraint("connector", "event_id"),
     Index("ix_webhook_inbox_status_id", "status", "id"),
+    schema=HUB,
+)
+
+#: Every version of every activity, append-only: a vendor-side change (a meeting moved, a call
+#: ended) is a new version here and the activity row shows the latest by vendor time.
+activity_versions = Table(
+    "activity_versions", metadata,
+    Column("source", String(128), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("vendor_updated_at", TS),
+    Column("recorded_at", TS, nullable=False),
+    Column("applied", Boolean, nullable=False),  # False: older than the row's version (arrived out of order)
+    Column("data", Json, nullable=False),  # the event as ingested
+    PrimaryKeyConstraint("source", "external_id", "version"),
+    schema=HUB,
+)
+
+#: OAuth2 grants per connector instance (hub.auth): the token set encrypted at rest
+#: (Fernet, key from CRMHUB_SECRET_KEY), never in clear text; a refresh that the vendor
+#: refuses (invalid_grant) marks the instance as needing re-authorisation.
+oauth_tokens = Table(
+    "oauth_tokens", metadata,
+    Column("connector", String(128), nullable=False),
+    Column("subject", String(320), nullable=False, server_default=""),  # a mailbox, a user; "" for the instance
+    Column("token_encrypted", Text),
+    Column("expires_at", TS),
+    Column("updated_at", TS, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),  # rotation is compare-and-set on this
+    Column("needs_reauth", Boolean, nullable=False, server_default=false()),
+    Column("reauth_reason", Text),
+    PrimaryKeyConstraint("connector", "subject"),
     schema=HUB,
 )

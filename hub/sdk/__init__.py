@@ -3,6 +3,7 @@
     from hub.sdk import Connector, ConnectorConfig, Page, RawRecord, StreamSpec, build_client
 """
 
+from hub.sdk.activity import ActivityEvent, Participant
 from hub.sdk.connector import Connector, ConnectorConfig, ConnectorContext
 from hub.sdk.errors import (
     AuthError,
@@ -19,6 +20,7 @@ from hub.sdk.redact import RedactingFilter, Redactor
 from hub.sdk.types import Cursor, CursorKind, Page, RawRecord, RejectedRecord, StreamSpec, WriteResult
 
 __all__ = [
+    "ActivityEvent",
     "AuthError",
     "Connector",
     "ConnectorConfig",
@@ -29,6 +31,7 @@ __all__ = [
     "CursorKind",
     "FatalError",
     "Page",
+    "Participant",
     "RateBudget",
     "RateLimitHeaders",
     "RateLimited",

@@ -99,6 +99,15 @@ class Connector(ABC):
         """Write canonical changes to the vendor; per-record failures are results."""
         raise NotImplementedError(f"{self.kind} does not write {stream}")
 
+    def webhook_pages(self, event: dict[str, Any]) -> list[tuple[str, Page]]:
+        """Turn one stored webhook event (its JSON, as `crmhub serve` put it in the inbox) into
+        pages per stream that the engine writes like polled ones (records, deletes; no cursor).
+
+        [] means the event carries nothing to store (a ping, an event type not synced).
+        Raise `SkippableRecord` for an event that cannot be used: it is retried, then dead-lettered.
+        """
+        return []
+
     def check(self) -> str:
         """Prove the credentials work with one cheap call; return a short description."""
         return "no check implemented"

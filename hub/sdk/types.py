@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hub.sdk.activity import ActivityEvent
 
 __all__ = ["Cursor", "CursorKind", "Page", "RawRecord", "RejectedRecord", "StreamSpec", "WriteResult"]
 
@@ -36,11 +39,16 @@ class StreamSpec:
 
 @dataclass(slots=True)
 class RawRecord:
-    """One vendor record as read: its id, the vendor's last-change time, and the raw body."""
+    """One vendor record as read: its id, the vendor's last-change time, and the raw body.
+
+    For a stream whose target is `activity`, a connector may build the activity itself
+    (`activity`: hub.sdk.activity.ActivityEvent) instead of leaving it to a YAML mapping.
+    """
 
     external_id: str
     updated_at: str | None  # ISO-8601 UTC, as the vendor dates the change
     data: dict[str, Any]
+    activity: ActivityEvent | None = None
 
 
 @dataclass(slots=True)
