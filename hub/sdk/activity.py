@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["DIRECTIONS", "ROLES", "STATUSES", "ActivityEvent", "Participant"]
+from hub.sdk.connector import ConnectorConfig
+
+__all__ = ["DIRECTIONS", "ROLES", "STATUSES", "ActivityConnectorConfig", "ActivityEvent", "Participant"]
 
 ROLES = frozenset({"from", "to", "cc", "bcc", "organizer", "attendee", "caller", "callee", "agent"})
 DIRECTIONS = frozenset({"inbound", "outbound", "internal"})
@@ -77,3 +79,22 @@ class ActivityEvent:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class ActivityConnectorConfig(ConnectorConfig):
+    """Config keys every mail, calendar and calling connector shares (privacy by config).
+
+    body_excerpt_chars: 0 (the default) stores metadata only; N > 0 keeps at most N
+    characters of the body. Attachments are never stored.
+    internal: addresses, numbers and whole domains (`@example.com`) of the team's own
+    users: they become the activity's internal participants, never contacts.
+    """
+
+    body_excerpt_chars: int = 0
+    internal: list[str] = []
+
+    def excerpt(self, text: str | None) -> str | None:
+        """The body excerpt this instance may keep (None when it keeps metadata only)."""
+        if not text or self.body_excerpt_chars <= 0:
+            return None
+        return text[: self.body_excerpt_chars]
