@@ -24,7 +24,6 @@ and held to the page's commit, keeps two connectors' pages from both creating on
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,12 +31,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, func, or_, select
 
+from hub.transforms import e164
 from state import repos
 
 __all__ = ["MATCH_KEYS", "IdentityKeys", "MatchKey", "PageIdentity", "norm_domain", "norm_email", "norm_name",
            "norm_phone"]
 
-_PHONE_JUNK = re.compile(r"[\s().\-/]")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 #: advisory lock keys (PostgreSQL) that order identity look-ups of one entity type
@@ -54,14 +53,8 @@ def norm_email(v: Any) -> str | None:
 
 
 def norm_phone(v: Any) -> str | None:
-    """Punctuation and spaces dropped, `00` as `+` (what the `phone` transform stores)."""
-    if not isinstance(v, str):
-        return None
-    s = _PHONE_JUNK.sub("", v.strip())
-    if s.startswith("00"):
-        s = "+" + s[2:]
-    digits = s[1:] if s.startswith("+") else s
-    return s if len(digits) >= 4 and digits.isdigit() else None
+    """E.164, as the `phone` transform stores it (hub.transforms.e164)."""
+    return e164(v) if isinstance(v, str) else None
 
 
 def norm_domain(v: Any) -> str | None:

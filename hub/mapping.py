@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from hub.transforms import MappingError, Transform, build_transform
+from hub.transforms import MappingError, Transform, build_transform, output_type
 from state.schema import ENTITY_TABLES
 
 __all__ = ["MappedRecord", "MappingLoadError", "Mappings", "StreamMapping", "load_mappings"]
@@ -71,6 +71,24 @@ def _load_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
         return yaml.SafeLoader(text).construct_object(n, deep=True)
 
     return walk(node, ""), lines
+
+
+def _kind(t: Any) -> str:
+    """A column's type as the mapping's type check speaks of it."""
+    name = type(getattr(t, "impl", t)).__name__.lower()
+    if "datetime" in name or "timestamp" in name:
+        return "timestamp"
+    for word, kind in (("date", "date"), ("numeric", "number"), ("float", "number"), ("integer", "integer"),
+                       ("boolean", "boolean"), ("string", "text"), ("text", "text")):
+        if word in name:
+            return kind
+    return "any"
+
+
+def _list_getter(paths: list[str]) -> Callable[[Any], Any]:
+    """A list path: the values of several paths, for transforms that combine them."""
+    getters = [_getter(p) for p in paths]
+    return lambda d: [g(d) for g in getters]
 
 
 def _getter(path: str) -> Callable[[Any], Any]:
@@ -210,6 +228,21 @@ def parse_mapping(text: str, file: str) -> dict[str, StreamMapping]:
             raise err(f"{base}.target", f"unknown target {target!r}. Fix: use one of "
                       f"{', '.join([*ENTITY_TABLES, 'activity'])}")
         columns = set(ENTITY_TABLES[target].c.keys()) if target in ENTITY_TABLES else None
+        column_types = ({c.name: _kind(c.type) for c in ENTITY_TABLES[target].c}
+                        if target in ENTITY_TABLES else None)
+
+        def _check_type(name: str, kind: str, chain: list[Any], key: str) -> None:
+            out = output_type(chain[-1]) if chain else "raw"
+            ok = {"text": {"text", "any", "raw"}, "timestamp": {"timestamp", "any"}, "date": {"date", "timestamp", "any"},
+                  "number": {"number", "integer", "any"}, "integer": {"integer", "any"},
+                  "boolean": {"boolean", "any"}}.get(kind)
+            if ok is not None and out not in ok:
+                fix = {"timestamp": "timestamp", "date": "date", "number": "decimal", "integer": "int",
+                       "boolean": "bool"}.get(kind, "string")
+                got = "a raw vendor value" if out == "raw" else f"{out} (from {chain[-1]!r})"
+                raise err(key, f"type mismatch: {target}.{name} is {kind}"  # noqa: B023
+                          f", the mapping gives {got}. "
+                          f"Fix: end the transform chain with `{fix}`")
 
         def rule(name: str, spec: Any, key: str) -> FieldRule:
             if isinstance(spec, str):
@@ -222,13 +255,20 @@ def parse_mapping(text: str, file: str) -> dict[str, StreamMapping]:
             path = spec.get("path")
             if isinstance(path, str):
                 paths.append(path)  # noqa: B023 - rule() runs within this iteration
+            elif isinstance(path, list) and path and all(isinstance(p, str) for p in path):
+                paths.extend(path)  # noqa: B023
+            elif path is not None:
+                raise err(key, f"bad path {path!r}: a path is a string, or a list of strings "
+                          "(for concat, minor_units)")
             chain = spec.get("transform") or []
             if not isinstance(chain, list):
                 chain = [chain]
             try:
-                get = _getter(path) if path else (lambda _d: None)
+                get = _list_getter(path) if isinstance(path, list) else _getter(path) if path else (lambda _d: None)
             except (ValueError, AttributeError) as e:
                 raise err(key, f"bad path {path!r}: {e}") from None
+            if column_types is not None and name in column_types:  # noqa: B023
+                _check_type(name, column_types[name], chain, key)  # noqa: B023
             if path is None and not any(isinstance(t, dict) and ("constant" in t or "default" in t) for t in chain):
                 raise err(key, "needs a `path:` (or a `constant:`/`default:` transform)")
             fns = []

@@ -12,7 +12,20 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["TRANSFORMS", "MappingError", "build_transform"]
+import phonenumbers
+
+from hub.sdk.money import from_minor_units
+
+__all__ = ["OUTPUT_TYPES", "TRANSFORMS", "MappingError", "build_transform", "e164", "set_default_region"]
+
+#: the region a national-format number (`(415) 555-0100`) belongs to, unless a mapping names
+#: another (`{phone: GB}`); crmhub.yaml `identity.default_region` sets it for the process
+DEFAULT_REGION = "US"
+
+
+def set_default_region(region: str) -> None:
+    global DEFAULT_REGION
+    DEFAULT_REGION = region.upper()
 
 
 class MappingError(ValueError):
@@ -59,19 +72,81 @@ def email(v: Any) -> Any:
     return s
 
 
-def phone(v: Any) -> Any:
-    """Strip punctuation; keep a leading + and digits (full E.164 with regions comes with identity rules)."""
+_NANP = frozenset({"US", "CA"})
+
+
+def e164(v: Any, region: str | None = None) -> str | None:
+    """A phone number as E.164 (`+14155550100`), however it was written; None if it is not one.
+
+    `(415) 555-0100`, `415.555.0100`, `+1 415 555 0100`, `001 415 555 0100` and
+    `tel:+1-415-555-0100` are one number. National forms take `region` (else DEFAULT_REGION).
+    Plain international and North American forms take a fast path; the rest go through
+    phonenumbers (trunk prefixes such as `+44 (0)20`, extensions, vanity letters).
+    """
     if v is None:
         return None
-    s = _PHONE_JUNK.sub("", _PHONE_EXT.sub("", _str(v).strip()))
-    if not s:
+    raw = _str(v).strip()
+    if not raw:
         return None
+    region = region or DEFAULT_REGION
+    s = _PHONE_JUNK.sub("", _PHONE_EXT.sub("", raw))
+    if s.startswith("tel:"):
+        s = s[4:]
     if s.startswith("00"):
         s = "+" + s[2:]
-    digits = s[1:] if s.startswith("+") else s
-    if not digits.isdigit() or not 4 <= len(digits) <= 15:
+    if s.startswith("+"):
+        if s[1:].isdigit() and s[1] != "0" and 8 <= len(s) - 1 <= 15 and "(" not in raw:
+            return s
+    elif s.isdigit() and region in _NANP:
+        if len(s) == 10 and s[0] not in "01":
+            return "+1" + s
+        if len(s) == 11 and s[0] == "1" and s[1] not in "01":
+            return "+" + s
+    try:
+        n = phonenumbers.parse(s if s.startswith("+") else raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(n):
+        return None
+    return phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone(v: Any, region: str | None = None) -> Any:
+    """E.164 (see `e164`); a value that is not a phone number is a mapping error."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    out = e164(v, region)
+    if out is None:
         raise MappingError(f"not a phone number: {v!r}")
-    return s
+    return out
+
+
+def concat(parts: Any, sep: str = " ") -> Any:
+    """The non-empty parts of a list path, joined: `[first, last]` -> `"Ann Lee"`."""
+    if parts is None:
+        return None
+    if not isinstance(parts, list | tuple):
+        parts = [parts]
+    text = sep.join(_str(p).strip() for p in parts if p is not None and _str(p).strip())
+    return text or None
+
+
+def minor_units(v: Any) -> Any:
+    """`[amount, currency]` in minor units (a list path) -> a decimal amount, by the currency's
+    exponent: `[1999, "usd"]` -> 19.99, `[1999, "jpy"]` -> 1999."""
+    if v is None:
+        return None
+    if not isinstance(v, list | tuple) or len(v) != 2:
+        raise MappingError("minor_units needs a list path of [amount, currency]")
+    amount, currency = v
+    if amount is None or amount == "":
+        return None
+    if not currency:
+        raise MappingError(f"amount {amount!r} in minor units has no currency")
+    try:
+        return from_minor_units(int(amount) if isinstance(amount, str) else amount, _str(currency))
+    except (ValueError, TypeError) as err:
+        raise MappingError(str(err)) from None
 
 
 def timestamp(v: Any) -> Any:
@@ -143,6 +218,8 @@ def string(v: Any) -> Any:
 
 
 TRANSFORMS: dict[str, Transform] = {
+    "concat": concat,
+    "minor_units": minor_units,
     "trim": trim,
     "lower": lower,
     "upper": upper,
@@ -155,12 +232,30 @@ TRANSFORMS: dict[str, Transform] = {
     "bool": boolean,
     "string": string,
 }
-#: transforms that take an argument: `{map: {...}}`, `{default: x}`, `{constant: x}`
-PARAM_TRANSFORMS = ("map", "default", "constant")
+#: transforms that take an argument: `{map: {...}}`, `{default: x}`, `{constant: x}`, `{phone: GB}`,
+#: `{concat: ", "}`
+PARAM_TRANSFORMS = ("map", "default", "constant", "phone", "concat")
+
+#: what each transform gives, so a mapping that puts a transform's output into a column of
+#: another type fails at load time (hub.mapping); "any" passes a value's type through
+OUTPUT_TYPES: dict[str, str] = {
+    "concat": "text", "minor_units": "number", "trim": "any", "lower": "text", "upper": "text",
+    "email": "text", "phone": "text", "timestamp": "timestamp", "date": "date", "decimal": "number",
+    "int": "integer", "bool": "boolean", "string": "text", "map": "any", "default": "any", "constant": "any",
+}
+
+
+def output_type(spec: Any) -> str:
+    name = spec if isinstance(spec, str) else next(iter(spec)) if isinstance(spec, dict) and spec else ""
+    return OUTPUT_TYPES.get(str(name), "any")
 
 
 def build_transform(spec: Any) -> Transform:
     """A transform from its YAML form: a name, or a one-key mapping with an argument."""
+    if spec == "concatenate":
+        spec = "concat"
+    if isinstance(spec, dict) and "concatenate" in spec:
+        spec = {"concat": spec["concatenate"]}
     if isinstance(spec, str):
         if spec not in TRANSFORMS:
             raise KeyError(spec)
@@ -179,6 +274,14 @@ def build_transform(spec: Any) -> Transform:
                     return table[key]
                 raise MappingError(f"value {v!r} is not in the value map (known: {', '.join(sorted(table))})")
             return mapped
+        if name == "phone":
+            region = _str(arg).upper()
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                raise TypeError(f"`phone` takes a region code such as US or GB, not {arg!r}")
+            return lambda v: phone(v, region)
+        if name == "concat":
+            sep = _str(arg)
+            return lambda v: concat(v, sep)
         if name == "default":
             return lambda v: arg if v is None or v == "" else v
         if name == "constant":

@@ -372,8 +372,11 @@ def test_weaker_keys_never_join_records_whose_stronger_keys_differ(db_url: str) 
 
 def test_match_key_normalisers() -> None:
     assert norm_email(" Mailto:Ann@Example.COM ") == "ann@example.com" and norm_email("nope") is None
-    assert norm_phone("(212) 555-0100") == "2125550100" and norm_phone("0044 20 7946") == "+44207946"
-    assert norm_phone("ext") is None
+    # one number written five ways is one E.164 number (national forms in the default region, US)
+    ways = ["(212) 555-0100", "212.555.0100", "+1 212 555 0100", "001 212 555 0100", "tel:+1-212-555-0100"]
+    assert {norm_phone(w) for w in ways} == {"+12125550100"}
+    assert norm_phone("0044 20 7946 0958") == "+442079460958" and norm_phone("+44 (0)20 7946 0958") == "+442079460958"
+    assert norm_phone("ext") is None and norm_phone("12") is None
     assert norm_domain("HTTPS://www.Acme.com/about?x=1") == "acme.com" and norm_domain(" ") is None
     assert norm_name("  Acme   Inc. ") == "acme inc."
 

@@ -100,3 +100,62 @@ def test_user_mapping_beside_config_wins(tmp_path) -> None:  # type: ignore[no-u
         "streams:\n  contacts:\n    target: contact\n    fields:\n      title: properties.favourite_title\n")
     m = load_mappings(tmp_path).stream("hubspot_main", "hubspot", "contacts")
     assert m.map({"properties": {"favourite_title": "CTO"}}).values == {"title": "CTO"}
+
+
+# -- transforms added with the mapping engine (issue 4) ------------------------------------------
+
+def test_phone_transform_gives_e164_with_a_region() -> None:
+    from hub.transforms import build_transform, phone
+
+    assert phone("(415) 555-0100") == "+14155550100" and phone("4155550100 ext. 12") == "+14155550100"
+    assert build_transform({"phone": "GB"})("020 7946 0958") == "+442079460958"
+    with pytest.raises(MappingError, match="not a phone number"):
+        phone("call me")
+    with pytest.raises(TypeError, match="region code"):
+        build_transform({"phone": "Narnia"})
+
+
+def test_minor_units_use_the_currency_exponent() -> None:
+    from decimal import Decimal
+
+    from hub.transforms import minor_units
+
+    assert minor_units([1999, "usd"]) == Decimal("19.99")
+    assert minor_units([1999, "JPY"]) == Decimal("1999")  # zero-decimal
+    assert minor_units([1999, "kwd"]) == Decimal("1.999")  # three-decimal
+    assert minor_units([None, "usd"]) is None
+    with pytest.raises(MappingError, match="no currency"):
+        minor_units([100, None])
+    with pytest.raises(MappingError, match="ISO 4217"):
+        minor_units([100, "dollars"])
+
+
+def test_list_paths_concat_and_minor_units_in_a_mapping() -> None:
+    m = parse_mapping(
+        "streams:\n"
+        "  deals:\n"
+        "    target: opportunity\n"
+        "    fields:\n"
+        "      name: {path: [properties.company, properties.product], transform: {concat: ' - '}}\n"
+        "      amount: {path: [amount, currency], transform: minor_units}\n"
+        "      currency: {path: currency, transform: upper}\n", "m.yaml")["deals"]
+    out = m.map({"properties": {"company": "Acme", "product": None}, "amount": 500, "currency": "jpy"})
+    assert out.values == {"name": "Acme", "amount": 500, "currency": "JPY"}
+
+
+@pytest.mark.parametrize(("field", "spec", "message"), [
+    ("created_at", "properties.createdate", "type mismatch: contact.created_at is timestamp, the mapping gives a raw "
+                                            "vendor value. Fix: end the transform chain with `timestamp`"),
+    ("first_name", "{path: x, transform: timestamp}", "type mismatch: contact.first_name is text"),
+    ("email", "{path: [a, b], transform: email}", None),
+    ("email", "{path: {a: b}}", "bad path"),
+])
+def test_type_mismatches_fail_at_load_with_file_line_and_key(field: str, spec: str, message: str | None) -> None:
+    text = f"streams:\n  contacts:\n    target: contact\n    fields:\n      {field}: {spec}\n"
+    if message is None:
+        parse_mapping(text, "mappings/x.yaml")
+        return
+    with pytest.raises(MappingLoadError) as err:
+        parse_mapping(text, "mappings/x.yaml")
+    assert str(err.value).startswith(f"mappings/x.yaml:5: streams.contacts.fields.{field}: ")
+    assert message in str(err.value)
