@@ -192,7 +192,15 @@ class Mappings:
             self._cache[key] = self._load(instance, kind)
         return self._cache[key]
 
-    def stream(self, instance: str, kind: str, stream: str) -> StreamMapping:
+    def stream(self, instance: str, kind: str, stream: str, target: str | None = None) -> StreamMapping:
+        """The stream's mapping. An activity stream needs none when its connector builds the
+        events itself (`RawRecord.activity`): it gets an empty one (`target` says so)."""
+        if target == "activity":
+            try:
+                streams = self.for_connector(instance, kind)
+            except MappingLoadError:
+                streams = {}
+            return streams.get(stream) or StreamMapping(stream, "activity", [])
         streams = self.for_connector(instance, kind)
         if stream not in streams:
             raise MappingLoadError(f"mappings/{kind}.yaml", None, f"streams.{stream}",

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from hub.activities import relink
 from hub.config import HubConfig
 from hub.mapping import Mappings
 from hub.ownership import Rules, load_rules
@@ -72,6 +73,7 @@ class StreamResult:
     requests: int = 0
     pages: int = 0
     retried: int = 0  # queued records replayed successfully
+    relinked: int = 0  # activity participants attached to contacts after this contact sync
     cursor: Cursor | None = None
     full_resync: bool = False
     resync_reason: str | None = None
@@ -160,8 +162,7 @@ class SyncEngine:
                 result.error = f"{name}.{stream} is being synced by {holder.get('owner')} (lease until {holder.get('expires_at')})"
                 return result
         try:
-            kind = type(connector).kind
-            writer = PageWriter(name, stream, self.mappings.stream(name, kind, stream), self.rules)
+            writer = self.writer_for(connector, stream)
             with self.db.begin() as tx:
                 cursor = None if full else repos.get_cursor(tx, name, stream)
                 reason = "requested (--full)" if full else None
@@ -179,6 +180,10 @@ class SyncEngine:
                 finally:
                     if relaxed:
                         repos.restore_commits(conn)
+            if writer.entity == "contact" and result.written:
+                # activities whose people were unknown until now find them (hub.activities)
+                with self.db.begin() as tx:
+                    result.relinked = relink(tx)
             status, error = "ok", None
         except LeaseLost as exc:
             status, error = "failed", str(exc)
@@ -194,6 +199,15 @@ class SyncEngine:
                 repos.finish_run(tx, result.run_id, status, self.clock(), error)
             repos.release_lease(tx, lease, self.worker)
         return result
+
+    def writer_for(self, connector: Connector, stream: str) -> PageWriter:
+        """The page writer of one stream: its mapping, the ownership rules, and for activity
+        streams the instance's internal users (hub.sdk.activity.ActivityConnectorConfig)."""
+        kind = type(connector).kind
+        target = connector.stream(stream).target
+        internal = getattr(connector.config, "internal", None) or ()
+        return PageWriter(connector.name, stream, self.mappings.stream(connector.name, kind, stream, target),
+                          self.rules, internal=internal)
 
     def _take_over_from_dead_worker(self, tx: Connection, lease: str) -> bool:
         """A worker on this host that died (kill -9, OOM) leaves its lease until it expires;

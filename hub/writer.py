@@ -10,25 +10,31 @@ by field under the ownership rules (hub.ownership), in memory.
 
 from __future__ import annotations
 
-import random
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
 
+from hub.activities import RETRY_MARK, ActivityIngest, event_from_values
 from hub.identity import IdentityKeys, PageIdentity
+from hub.ids import new_id
 from hub.mapping import MappedRecord, StreamMapping
 from hub.ownership import Merger, Rules, delete_outcome, load_default_rules
+from hub.sdk.activity import ActivityEvent, Participant
 from hub.sdk.types import RawRecord
 from hub.transforms import MappingError, timestamp
 from state import repos
 from state.bulk import Batch
-from state.schema import ENTITY_TABLES, activities, change_log, external_links
-
-#: ids need uniqueness, not secrecy: the fast generator, not a syscall per id (os.urandom)
-_random = random.Random()
+from state.schema import (
+    ENTITY_TABLES,
+    activities,
+    activity_participants,
+    activity_versions,
+    change_log,
+    external_links,
+)
 
 #: referenced ids a run remembers at most (per referenced entity): ~100 bytes each
 REF_CACHE_SIZE = 50_000
@@ -48,16 +54,6 @@ def _iso(t: datetime | None) -> str | None:
     return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
 
 
-def new_id() -> str:
-    """A UUIDv7-style id: 48 bits of milliseconds, then 80 random bits, as 32 hex digits.
-
-    Time-ordered ids land at the right edge of every index that holds them (the entity
-    table's key, the links' and the change log's entity_id), instead of at random pages:
-    fewer page splits and a hot, cached index tail during bulk loads.
-    """
-    return f"{time.time_ns() // 1_000_000:012x}{_random.getrandbits(80):020x}"
-
-
 @dataclass
 class Prepared:
     """A page after mapping: what the database part of the write needs."""
@@ -69,6 +65,8 @@ class Prepared:
     #: ... and as provenance stores it (the vendor's own ISO-8601 UTC text, per the SDK contract)
     isos: list[str | None] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: an activity stream's events (hub.activities), built by the connector or from the mapping
+    events: list[ActivityEvent] = field(default_factory=list)
 
 
 class _Entity:
@@ -99,7 +97,8 @@ class PageOutcome:
 class PageWriter:
     """Maps and writes pages for one (connector instance, stream)."""
 
-    def __init__(self, connector: str, stream: str, mapping: StreamMapping, rules: Rules | None = None):
+    def __init__(self, connector: str, stream: str, mapping: StreamMapping, rules: Rules | None = None,
+                 internal: Sequence[str] = ()):
         self.connector = connector
         self.stream = stream
         self.mapping = mapping
@@ -120,10 +119,12 @@ class PageWriter:
             self.write_columns = ["id", *self.mapped_columns, "archived_at", "custom", "provenance"]
             self.merger = Merger(self.rules, self.entity)
             self.identity = IdentityKeys.for_entity(self.entity, self.table)
+        #: activity streams go through the shared activity ingest; `internal`: the instance's own users
+        self.ingest = ActivityIngest(connector, internal) if self.entity == "activity" else None
 
     def tables(self) -> list[Table]:
         """The tables a page of this stream writes to."""
-        own = [self.table] if self.table is not None else [activities]
+        own = [self.table] if self.table is not None else [activities, activity_participants, activity_versions]
         refs = [ENTITY_TABLES[e] for e, _g in self.mapping.references.values()]
         return [external_links, change_log, *own, *refs]
 
@@ -135,6 +136,8 @@ class PageWriter:
         # a record may appear twice in a page (vendor replays); the last one wins
         if len({r.external_id for r in records}) != len(records):
             records = list({r.external_id: r for r in records}.values())
+        if self.ingest is not None:
+            return self._prepare_events(records, prepared)
         for rec in records:
             try:
                 m = self.mapping.map(rec.data)
@@ -150,6 +153,27 @@ class PageWriter:
             prepared.isos.append(u if u.__class__ is str and not u.isdigit() else _iso(at))
         return prepared
 
+    def _prepare_events(self, records: list[RawRecord], prepared: Prepared) -> Prepared:
+        for rec in records:
+            try:
+                if rec.activity is not None:
+                    ev = rec.activity
+                elif RETRY_MARK in rec.data:  # a queued activity, replayed
+                    d = dict(rec.data[RETRY_MARK])
+                    d["participants"] = [Participant(**p) for p in d.get("participants") or []]
+                    ev = ActivityEvent(**d)
+                else:
+                    m = self.mapping.map(rec.data)
+                    ev = event_from_values(rec.external_id, m.values, m.refs, self.stream, rec.updated_at)
+                    if m.custom:
+                        ev.details.update(m.custom)
+            except (MappingError, TypeError, ValueError, AttributeError) as err:
+                prepared.failures.append({"external_id": rec.external_id, "payload": rec.data,
+                                          "reason": f"mapping failed: {err}"})
+                continue
+            prepared.events.append(ev)
+        return prepared
+
     # -- writing ---------------------------------------------------------------------------------
 
     def write(self, batch: Batch, prepared: Prepared, deleted: list[str], now: datetime,
@@ -162,8 +186,13 @@ class PageWriter:
         if self.table is not None:
             self._write_entities(batch, mapped, prepared.times, prepared.isos, now, run_id, changes, outcome)
         else:
-            batch.flush()
-            self._write_activities(conn, mapped, prepared.times, now, outcome)
+            assert self.ingest is not None
+            got = self.ingest.write(batch, prepared.events, deleted, now)
+            outcome.written += got.written
+            outcome.deleted += len(deleted)
+            outcome.succeeded_ids.extend(got.succeeded_ids)
+            outcome.failures.extend(got.failures)
+            deleted = []
         if deleted:
             batch.flush()  # a delete must see the links this page created
             self._delete(conn, deleted, now, run_id, changes, outcome)
@@ -385,28 +414,6 @@ class PageWriter:
         if revived:
             repos.set_links_deleted(conn, connector, entity, revived, None)
         outcome.written += len(rows) + len(created)
-
-    def _write_activities(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]],
-                          times: list[datetime | None], now: datetime, outcome: PageOutcome) -> None:
-        rows = []
-        for (rec, m), vendor_at in zip(mapped, times, strict=True):
-            v = m.values
-            occurred = v.get("occurred_at") or vendor_at
-            if occurred is None:
-                outcome.failures.append({"external_id": rec.external_id, "payload": rec.data,
-                                         "reason": "activity has no occurred_at"})
-                continue
-            rows.append({"id": new_id(), "type": v.get("type") or self.stream, "source": self.connector,
-                         "external_id": rec.external_id, "account_id": v.get("account_id"),
-                         "contact_id": v.get("contact_id"), "opportunity_id": v.get("opportunity_id"),
-                         "actor_id": v.get("actor_id"), "occurred_at": occurred,
-                         "payload": m.custom or rec.data, "recorded_at": now})
-            outcome.succeeded_ids.append(rec.external_id)
-        if rows:
-            stmt = repos._insert(conn, activities).on_conflict_do_nothing(
-                index_elements=[activities.c.source, activities.c.external_id])
-            res = conn.execute(stmt, rows)
-            outcome.written += max(res.rowcount, 0)
 
     def _delete(self, conn: Connection, deleted: list[str], now: datetime, run_id: int | None,
                 changes: list[dict[str, Any]], outcome: PageOutcome) -> None:

@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("applied", sa.Boolean(), nullable=False),
         sa.Column("data", JSON, nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("source", "external_id", "version", name=op.f("pk_activity_versions")),
         schema="hub",
     )

@@ -1,0 +1,206 @@
+"""The shared activity ingest (hub.activities) on SQLite and PostgreSQL: participants resolved to
+contacts, accounts and opportunities; idempotent appends; versions that never roll back; deletes as
+versions; participants matched later by relink; YAML-mapped activities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from hub.activities import relink, timeline
+from hub.mapping import StreamMapping, parse_mapping
+from hub.sdk.activity import ActivityEvent, Participant
+from hub.sdk.types import RawRecord
+from hub.writer import PageWriter
+from state.bulk import Batch
+from state.db import ensure_schema, make_engine
+from state.schema import (
+    accounts,
+    activities,
+    activity_participants,
+    activity_versions,
+    contacts,
+    external_links,
+    opportunities,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    ensure_schema(engine)
+    with engine.begin() as c:
+        c.execute(insert(accounts), [{"id": "acc1", "name": "Acme"}, {"id": "acc2", "name": "Globex"}])
+        c.execute(insert(contacts), [
+            {"id": "c-ann", "email": "ann@acme.com", "phone": "+14155550100", "account_id": "acc1",
+             "created_at": NOW},
+            {"id": "c-bob", "email": "bob@globex.com", "phone": None, "account_id": "acc2", "created_at": NOW},
+        ])
+        c.execute(insert(opportunities), [
+            {"id": "opp1", "account_id": "acc1", "name": "Acme renewal", "stage": "negotiation"},
+            {"id": "opp0", "account_id": "acc1", "name": "Acme 2025", "stage": "closedwon"},
+            {"id": "opp2", "account_id": "acc2", "name": "a", "stage": "qualify"},
+            {"id": "opp3", "account_id": "acc2", "name": "b", "stage": "proposal"},
+        ])
+        c.execute(insert(external_links), [{"connector": "stripe_main", "entity": "account", "external_id": "cus_1",
+                                            "entity_id": "acc2", "linked_at": NOW}])
+    yield engine
+    engine.dispose()
+
+
+def write(engine: Engine, source: str, events: list[ActivityEvent], deleted: list[str] | None = None,
+          mapping: StreamMapping | None = None, internal: tuple[str, ...] = ("@ourco.com", "+1 (212) 555-0199")) -> Any:
+    writer = PageWriter(source, "messages", mapping or StreamMapping("messages", "activity", []), internal=internal)
+    prepared = writer.prepare([RawRecord(e.external_id, e.updated_at, {"raw": True}, activity=e) for e in events])
+    with engine.begin() as c:
+        batch = Batch(c)
+        out = writer.write(batch, prepared, deleted or [], NOW, None)
+        batch.flush()
+    return out
+
+
+def rows(engine: Engine, table: Any, **where: Any) -> list[dict[str, Any]]:
+    q = select(table)
+    for k, v in where.items():
+        q = q.where(table.c[k] == v)
+    with engine.connect() as c:
+        return [dict(r) for r in c.execute(q).mappings()]
+
+
+def email(ext: str, frm: str, to: list[str], **kw: Any) -> ActivityEvent:
+    parts = [Participant("from", email=frm)] + [Participant("to", email=t) for t in to]
+    return ActivityEvent("email", ext, kw.pop("occurred_at", "2026-11-20T10:00:00Z"), parts, subject="Hello", **kw)
+
+
+def test_participants_resolve_to_contact_account_and_the_only_open_opportunity(db: Engine) -> None:
+    out = write(db, "gmail_main", [
+        # inbound from a contact, display-name form, mixed case; cc an internal colleague
+        ActivityEvent("email", "m1", "2026-11-20T10:00:00Z", [
+            Participant("from", email='"Ann Lee" <Ann@ACME.com>'), Participant("to", email="me@ourco.com"),
+            Participant("cc", email="someone@elsewhere.org")], direction="inbound", status="received"),
+        # outbound from an internal user to Bob (Globex has two open opportunities: none picked)
+        email("m2", "Me <me@ourco.com>", ["bob@globex.com"], direction="outbound"),
+    ])
+    assert out.written == 2 and not out.failures
+    m1 = rows(db, activities, external_id="m1")[0]
+    assert (m1["contact_id"], m1["account_id"], m1["opportunity_id"]) == ("c-ann", "acc1", "opp1")
+    assert m1["actor_id"] == "me@ourco.com" and m1["version"] == 1  # the internal user it involves and m1["status"] == "received"
+    m2 = rows(db, activities, external_id="m2")[0]
+    assert (m2["contact_id"], m2["account_id"], m2["opportunity_id"]) == ("c-bob", "acc2", None)
+    assert m2["actor_id"] == "me@ourco.com"
+    parts = {(p["role"], p["email"]): p for p in rows(db, activity_participants, activity_id=m1["id"])}
+    assert parts[("from", "ann@acme.com")]["contact_id"] == "c-ann"
+    assert parts[("from", "ann@acme.com")]["name"] == "Ann Lee"
+    assert parts[("to", "me@ourco.com")]["internal"] is True and parts[("to", "me@ourco.com")]["contact_id"] is None
+    # an unknown participant is kept, unmatched, for a later contact
+    assert parts[("cc", "someone@elsewhere.org")]["contact_id"] is None
+
+
+@pytest.mark.parametrize("written", ["(415) 555-0100", "415.555.0100", "+1 415 555 0100", "001 415 555 0100",
+                                     "tel:+1-415-555-0100"])
+def test_a_phone_number_written_any_way_finds_the_contact(db: Engine, written: str) -> None:
+    call = ActivityEvent("call", "CA1", "2026-11-20T10:00:00Z", [
+        Participant("caller", phone=written), Participant("agent", phone="212-555-0199", user_id="u7")],
+        direction="inbound", duration_s=61, status="completed")
+    write(db, "twilio_main", [call])
+    row = rows(db, activities, external_id="CA1")[0]
+    assert row["contact_id"] == "c-ann" and row["account_id"] == "acc1"
+    assert row["actor_id"] == "u7"  # the internal number names the agent, never a contact
+    assert row["payload"]["duration_s"] == 61
+
+
+def test_redelivery_is_a_no_op_and_a_change_is_a_new_version(db: Engine) -> None:
+    ev = email("m1", "ann@acme.com", ["me@ourco.com"])
+    write(db, "gmail_main", [ev])
+    again = write(db, "gmail_main", [email("m1", "ann@acme.com", ["me@ourco.com"])])
+    assert again.written == 0 and again.succeeded_ids == ["m1"]
+    assert len(rows(db, activities)) == 1 and len(rows(db, activity_versions)) == 1
+
+
+def test_a_meeting_moved_twice_arriving_out_of_order_ends_at_its_latest_state(db: Engine) -> None:
+    def meeting(start: str, updated: str, status: str = "scheduled") -> ActivityEvent:
+        return ActivityEvent("meeting", "ev1", start, [Participant("organizer", email="me@ourco.com"),
+                                                        Participant("attendee", email="ann@acme.com",
+                                                                    response="accepted")],
+                             ended_at=start.replace("T10", "T11"), status=status, updated_at=updated)
+    write(db, "gcal", [meeting("2026-12-01T10:00:00Z", "2026-11-01T00:00:00Z")])
+    write(db, "gcal", [meeting("2026-12-03T10:00:00Z", "2026-11-03T00:00:00Z")])  # the latest move
+    late = write(db, "gcal", [meeting("2026-12-02T10:00:00Z", "2026-11-02T00:00:00Z")])  # arrives last
+    assert late.written == 0
+    row = rows(db, activities, external_id="ev1")[0]
+    assert row["occurred_at"] == datetime(2026, 12, 3, 10, tzinfo=UTC) and row["version"] == 2
+    versions = sorted((v["version"], v["applied"]) for v in rows(db, activity_versions, external_id="ev1"))
+    assert versions == [(1, True), (2, True), (3, False)]  # history kept, nothing rolled back
+    # cancelled later: a new version with the status
+    write(db, "gcal", [meeting("2026-12-03T10:00:00Z", "2026-11-04T00:00:00Z", status="cancelled")])
+    row = rows(db, activities, external_id="ev1")[0]
+    assert row["status"] == "cancelled" and row["version"] == 4
+    assert len(rows(db, activity_participants, activity_id=row["id"])) == 2  # replaced, not doubled
+
+
+def test_a_vendor_delete_is_a_version_not_an_erasure(db: Engine) -> None:
+    write(db, "gmail_main", [email("m1", "ann@acme.com", ["me@ourco.com"])])
+    out = write(db, "gmail_main", [], deleted=["m1", "never-seen"])
+    assert out.deleted == 2
+    row = rows(db, activities, external_id="m1")[0]
+    assert row["status"] == "deleted" and row["version"] == 2 and row["contact_id"] == "c-ann"
+    assert len(rows(db, activity_versions, external_id="m1")) == 2
+
+
+def test_unmatched_participants_are_relinked_when_the_contact_appears(db: Engine) -> None:
+    write(db, "gmail_main", [email("m9", "carol@initech.com", ["me@ourco.com"], occurred_at="2026-11-21T09:00:00Z")])
+    assert rows(db, activities, external_id="m9")[0]["contact_id"] is None
+    with db.begin() as c:
+        c.execute(insert(contacts), [{"id": "c-carol", "email": "Carol@Initech.com", "account_id": "acc2",
+                                      "created_at": NOW}])
+        assert relink(c) == 1
+        assert relink(c) == 0  # nothing left to attach
+    row = rows(db, activities, external_id="m9")[0]
+    assert (row["contact_id"], row["account_id"]) == ("c-carol", "acc2")
+    with db.connect() as c:
+        assert [a["subject"] for a in timeline(c, "c-carol")] == ["Hello"]
+
+
+def test_refs_attach_by_the_connectors_own_ids_and_bad_events_are_queued(db: Engine) -> None:
+    payment = ActivityEvent("payment", "ch_1", "2026-11-19T08:00:00Z", refs={"account": "cus_1"},
+                            status="succeeded", details={"amount": "19.99", "currency": "USD"})
+    bad = ActivityEvent("payment", "ch_2", "not a time", refs={"account": "cus_1"})
+    out = write(db, "stripe_main", [payment, bad])
+    row = rows(db, activities, external_id="ch_1")[0]
+    assert row["account_id"] == "acc2" and row["payload"]["details"]["amount"] == "19.99"
+    assert [f["external_id"] for f in out.failures] == ["ch_2"]
+    assert "not a timestamp" in out.failures[0]["reason"]
+    # the queued payload replays without the connector (retry queue)
+    writer = PageWriter("stripe_main", "charges", StreamMapping("charges", "activity", []))
+    again = writer.prepare([RawRecord("ch_2", None, out.failures[0]["payload"])])
+    assert again.events[0].external_id == "ch_2" and again.events[0].refs == {"account": "cus_1"}
+
+
+def test_yaml_mapped_activities_take_the_same_path(db: Engine) -> None:
+    mapping = parse_mapping("""
+streams:
+  calls:
+    target: activity
+    fields:
+      type: {path: kind, transform: {default: call}}
+      occurred_at: {path: started, transform: timestamp}
+      subject: title
+      from_phone: number
+    references:
+      account_id: {path: customer, entity: account}
+""", "mappings/x.yaml")["calls"]
+    writer = PageWriter("stripe_main", "calls", mapping)
+    prepared = writer.prepare([RawRecord("k1", None, {"started": 1763625600, "title": "Intro",
+                                                      "number": "+1 415 555 0100", "customer": "cus_1"})])
+    with db.begin() as c:
+        batch = Batch(c)
+        writer.write(batch, prepared, [], NOW, None)
+        batch.flush()
+    row = rows(db, activities, external_id="k1")[0]
+    assert (row["type"], row["subject"], row["contact_id"], row["account_id"]) == ("call", "Intro", "c-ann", "acc2")
