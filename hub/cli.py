@@ -353,6 +353,52 @@ def explain(
             raise typer.Exit(e.status) from None
 
 
+# -- activities ----------------------------------------------------------------------------------
+
+activities_app = typer.Typer(help="The timeline: emails, meetings, calls, payments.", no_args_is_help=True)
+app.add_typer(activities_app, name="activities")
+
+
+@activities_app.command("relink")
+def activities_relink() -> None:
+    """Attach activity participants that matched no contact to contacts that exist now."""
+    from hub.activities import relink
+
+    with _hub() as h, h.db.begin() as tx:
+        n = relink(tx)
+    out.print(f"{n} participant(s) attached to contacts")
+
+
+@activities_app.command("timeline")
+def activities_timeline(
+    key: Annotated[str, typer.Argument(help="contact id or email")],
+    limit: Annotated[int, typer.Option(help="at most this many activities")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """One contact's activities in time order (its own, and those it took part in)."""
+    from sqlalchemy import func, select
+
+    from hub.activities import timeline
+    from state.schema import contacts
+
+    with _hub() as h, h.db.connect() as c:
+        cid = c.execute(select(contacts.c.id).where(
+            (contacts.c.id == key) | (func.lower(contacts.c.email) == key.strip().lower()))
+            .order_by(contacts.c.created_at).limit(1)).scalar()
+        if cid is None:
+            err.print(f"[red]error:[/red] no contact with id or email {key!r}")
+            raise typer.Exit(1)
+        items = timeline(c, cid, limit)
+    if as_json:
+        _dump({"contact_id": cid, "activities": items})
+        return
+    t = table("when", "type", "source", "direction", "status", "subject")
+    for a in items:
+        t.add_row(f"{a['occurred_at']:%Y-%m-%d %H:%M}", a["type"], a["source"], a["direction"] or "",
+                  a["status"] or "", a["subject"] or "")
+    out.print(t)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",

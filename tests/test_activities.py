@@ -204,3 +204,29 @@ streams:
         batch.flush()
     row = rows(db, activities, external_id="k1")[0]
     assert (row["type"], row["subject"], row["contact_id"], row["account_id"]) == ("call", "Intro", "c-ann", "acc2")
+
+
+def test_cli_relink_and_timeline(db: Engine, db_url: str, tmp_path: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from hub.cli import app as cli_app
+
+    write(db, "gmail_main", [email("m1", "ann@acme.com", ["me@ourco.com"], occurred_at="2026-11-20T10:00:00Z"),
+                             email("m0", "dave@unknown.io", ["ann@acme.com"], occurred_at="2026-11-19T10:00:00Z")])
+    write(db, "twilio_main", [ActivityEvent("call", "CA1", "2026-11-21T10:00:00Z",
+                                            [Participant("callee", phone="415 555 0100")], direction="outbound")])
+    cfg = tmp_path / "crmhub.yaml"
+    cfg.write_text(json.dumps({"database": db_url, "connectors": {}}))
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "activities", "timeline", "ANN@acme.com", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["contact_id"] == "c-ann"
+    # time order; m0 is Dave's email with Ann in `to`: on her timeline as a participant
+    assert [(a["type"], a["source"]) for a in doc["activities"]] == [
+        ("email", "gmail_main"), ("email", "gmail_main"), ("call", "twilio_main")]
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "activities", "relink"])
+    assert res.exit_code == 0 and "0 participant(s)" in res.stdout
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "activities", "timeline", "nobody@x.io"])
+    assert res.exit_code == 1 and "no contact" in res.output
