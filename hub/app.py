@@ -11,12 +11,14 @@ from hub.config import HubConfig, load_config
 from hub.mapping import Mappings, load_mappings
 from hub.registry import ConnectorFactory
 from hub.sync import SyncEngine
+from hub.transforms import set_default_region
 from state.db import ensure_schema, make_engine
 
 
 class Hub:
     def __init__(self, cfg: HubConfig, *, transport: Any = None, sleep: Any = None, db: Engine | None = None):
         self.cfg = cfg
+        set_default_region(cfg.identity.default_region)
         self._transport = transport
         self._sleep = sleep
         self._db = db

@@ -44,6 +44,15 @@ class SyncSettings(BaseModel):
     durable_page_commits: bool = False
 
 
+class IdentitySettings(BaseModel):
+    """Identity resolution settings (hub.identity, hub.transforms)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the country of phone numbers written without a country code (`(415) 555-0100`)
+    default_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+
+
 class HubConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +62,9 @@ class HubConfig(BaseModel):
     #: a folder of mapping YAML read before the packaged defaults (relative to the config file)
     mappings_dir: str = "mappings"
     ownership: dict[str, Any] = Field(default_factory=dict)
+    #: who owns a lead or contact a sync creates (hub.routing; validated there, key by key)
+    routing: dict[str, Any] = Field(default_factory=dict)
+    identity: IdentitySettings = Field(default_factory=lambda: IdentitySettings())
     #: where the file came from, for relative paths and messages
     path: str | None = None
 

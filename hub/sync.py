@@ -25,6 +25,7 @@ from hub.mapping import Mappings
 from hub.ownership import Rules, load_rules
 from hub.prefetch import prefetch
 from hub.registry import ConnectorFactory
+from hub.routing import Router, load_routing
 from hub.sdk.connector import Connector
 from hub.sdk.errors import CursorExpired, FatalError, RetriableError
 from hub.sdk.types import Cursor, RawRecord
@@ -97,6 +98,8 @@ class SyncEngine:
         self.cfg = cfg
         #: per-field source of truth for every page writer (a bad rule fails here, with its key)
         self.rules = rules if rules is not None else load_rules(cfg.ownership, systems=list(cfg.connectors))
+        spec = load_routing(cfg.routing, cfg.path or "crmhub.yaml")
+        self.router = Router(spec) if spec is not None else None
         self.db = db
         self.factory = factory
         self.mappings = mappings
@@ -207,7 +210,7 @@ class SyncEngine:
         target = connector.stream(stream).target
         internal = getattr(connector.config, "internal", None) or ()
         return PageWriter(connector.name, stream, self.mappings.stream(connector.name, kind, stream, target),
-                          self.rules, internal=internal)
+                          self.rules, internal=internal, router=self.router)
 
     def _take_over_from_dead_worker(self, tx: Connection, lease: str) -> bool:
         """A worker on this host that died (kill -9, OOM) leaves its lease until it expires;

@@ -22,6 +22,8 @@ from hub.identity import IdentityKeys, PageIdentity
 from hub.ids import new_id
 from hub.mapping import MappedRecord, StreamMapping
 from hub.ownership import Merger, Rules, delete_outcome, load_default_rules
+from hub.routing import SYSTEM as ROUTING
+from hub.routing import Router, assignment_activities
 from hub.sdk.activity import ActivityEvent, Participant
 from hub.sdk.types import RawRecord
 from hub.transforms import MappingError, timestamp
@@ -98,7 +100,7 @@ class PageWriter:
     """Maps and writes pages for one (connector instance, stream)."""
 
     def __init__(self, connector: str, stream: str, mapping: StreamMapping, rules: Rules | None = None,
-                 internal: Sequence[str] = ()):
+                 internal: Sequence[str] = (), router: Router | None = None):
         self.connector = connector
         self.stream = stream
         self.mapping = mapping
@@ -117,6 +119,10 @@ class PageWriter:
             self.mapped_columns = [r.name for r in mapping.fields] + list(mapping.references)
             #: what a page writes of an entity: its mapped columns and the hub's own
             self.write_columns = ["id", *self.mapped_columns, "archived_at", "custom", "provenance"]
+            #: lead routing (hub.routing) for the records this stream creates without an owner
+            self.router = router if router is not None and router.chain(self.entity) else None
+            if self.router is not None and "owner_id" not in self.write_columns:
+                self.write_columns.insert(1, "owner_id")
             self.merger = Merger(self.rules, self.entity)
             self.identity = IdentityKeys.for_entity(self.entity, self.table)
         #: activity streams go through the shared activity ingest; `internal`: the instance's own users
@@ -405,6 +411,8 @@ class PageWriter:
                 fields["_match"] = note
             changes.append({"entity": entity, "entity_id": eid, "op": op, "source": connector,
                             "fields": fields, "vendor_at": vendor_at, "at": now, "run_id": run_id})
+        if self.router is not None:
+            self._route(batch, ents, now, run_id, changes)
         cols = self.write_columns
         created = [{c: st.values.get(c) for c in cols} for st in ents.values() if st.new]
         rows = [{c: st.values.get(c) for c in cols} for st in ents.values() if st.dirty and not st.new]
@@ -414,6 +422,28 @@ class PageWriter:
         if revived:
             repos.set_links_deleted(conn, connector, entity, revived, None)
         outcome.written += len(rows) + len(created)
+
+    def _route(self, batch: Batch, ents: dict[str, _Entity], now: datetime, run_id: int | None,
+               changes: list[dict[str, Any]]) -> None:
+        """Give the records this page created without an owner one, by the routing chain."""
+        assert self.router is not None
+        new = {eid: st for eid, st in ents.items() if st.new and st.values.get("owner_id") in (None, "")}
+        if not new:
+            return
+        assigned = self.router.route(batch.conn, self.entity, [(e, st.values) for e, st in new.items()], now)
+        now_iso = _iso(now)
+        for a in assigned:
+            if a.owner is None:
+                continue
+            st = new[a.entity_id]
+            st.values["owner_id"] = a.owner
+            st.prov["owner_id"] = [ROUTING, None, f"routing:{a.rule}", now_iso, None]
+            changes.append({"entity": self.entity, "entity_id": a.entity_id, "op": "update", "source": ROUTING,
+                            "fields": {"owner_id": [None, a.owner],
+                                       "_accepted": {"owner_id": {"rule": f"routing:{a.rule}", "reason": a.reason()}}},
+                            "vendor_at": None, "at": now, "run_id": run_id})
+        rows = assignment_activities(self.entity, assigned, {e: st.values for e, st in new.items()}, now)
+        batch.insert_rows(activities, rows, conflict=["source", "external_id"])
 
     def _delete(self, conn: Connection, deleted: list[str], now: datetime, run_id: int | None,
                 changes: list[dict[str, Any]], outcome: PageOutcome) -> None:

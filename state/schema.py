@@ -342,6 +342,15 @@ activity_versions = Table(
     schema=HUB,
 )
 
+#: Lead routing's round robin (hub.routing): the next position per team, shared by every worker.
+routing_state = Table(
+    "routing_state", metadata,
+    Column("team", String(128), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    schema=HUB,
+)
+
 #: OAuth2 grants per connector instance (hub.auth): the token set encrypted at rest
 #: (Fernet, key from CRMHUB_SECRET_KEY), never in clear text; a refresh that the vendor
 #: refuses (invalid_grant) marks the instance as needing re-authorisation.

@@ -6,7 +6,8 @@ Revises: 0004
 crm.activities gains the shared activity-ingest fields (ended_at, direction, subject,
 status, url, version, vendor_updated_at); crm.activity_participants keeps who each
 activity involves (matched to a contact or not yet); hub.activity_versions keeps every
-version of every activity; hub.oauth_tokens holds encrypted OAuth grants.
+version of every activity; hub.routing_state keeps lead routing's round robin; hub.oauth_tokens holds
+encrypted OAuth grants.
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ def upgrade() -> None:
         schema="hub",
     )
     op.create_table(
+        "routing_state",
+        sa.Column("team", sa.String(length=128), nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("team", name=op.f("pk_routing_state")),
+        schema="hub",
+    )
+    op.create_table(
         "oauth_tokens",
         sa.Column("connector", sa.String(length=128), nullable=False),
         sa.Column("subject", sa.String(length=320), server_default="", nullable=False),
@@ -92,6 +101,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("oauth_tokens", schema="hub")
+    op.drop_table("routing_state", schema="hub")
     op.drop_table("activity_versions", schema="hub")
     for col in ("email", "phone"):
         op.drop_index(f"ix_activity_participants_unmatched_{col}", table_name="activity_participants", schema="crm")
