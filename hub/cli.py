@@ -353,6 +353,51 @@ def explain(
             raise typer.Exit(e.status) from None
 
 
+@app.command()
+def merge(
+    entity: Annotated[str, typer.Argument(help="account, contact, lead or opportunity")],
+    survivor: Annotated[str, typer.Argument(help="canonical id of the record that stays")],
+    duplicate: Annotated[str, typer.Argument(help="canonical id of the record merged into it (archived, kept)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge two records of one person or company: fields by the ownership rules, links and history kept."""
+    from hub.merge import MergeError, merge_records
+    from hub.ownership import load_rules
+
+    with _hub() as h:
+        rules = load_rules(h.cfg.ownership, systems=list(h.cfg.connectors))
+        try:
+            with h.db.begin() as tx:
+                doc = merge_records(tx, rules, entity, survivor, duplicate)
+        except MergeError as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from None
+    if as_json:
+        _dump(doc)
+        return
+    out.print(f"{entity} {duplicate} merged into {survivor}: fields changed {', '.join(doc['fields_changed']) or 'none'}; "
+              f"{doc['links_moved']} link(s) moved; {doc['references_repointed']} reference(s) re-pointed", markup=False)
+
+
+@app.command()
+def duplicates(
+    entity: Annotated[str, typer.Argument(help="contact, lead or account")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Live records that share a match key (email, domain): candidates for `crmhub merge`."""
+    from hub.merge import duplicates as find
+
+    with _hub() as h, h.db.connect() as c:
+        groups = find(c, entity)
+    if as_json:
+        _dump({"entity": entity, "groups": groups})
+        return
+    t = table("key", "value", "records (oldest first)")
+    for g in groups:
+        t.add_row(g["key"], g["value"], ", ".join(g["ids"]))
+    out.print(t)
+
+
 # -- activities ----------------------------------------------------------------------------------
 
 activities_app = typer.Typer(help="The timeline: emails, meetings, calls, payments.", no_args_is_help=True)

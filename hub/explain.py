@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy import Table as SqlTable
 
 from hub.identity import norm_domain, norm_email
+from hub.merge import merged_ids
 from hub.ownership import Rules
 from state.schema import ENTITY_TABLES, change_log
 
@@ -93,7 +94,9 @@ def _history(rows: list[Any], wanted: set[str]) -> dict[str, list[dict[str, Any]
                 rule, reason = why.get("rule"), why.get("reason")
             elif op == "create":
                 rule, reason = None, f"new record: first value, from {source}"
-            elif op == "archive":
+            elif op == "merge":
+                rule, reason = None, f"merged from {fields.get('_merged_from')}"
+            elif op in ("archive", "merged"):
                 rule, reason = None, fields.get("_reason")
             else:
                 rule, reason = None, None
@@ -123,8 +126,10 @@ def _doc(db: Engine, rules: Rules, entity: str, row: dict[str, Any], field: str 
     wanted = [field] if field is not None else names
     cl = change_log
     with db.connect() as c:
+        # a record's history includes that of the records merged into it (hub.merge)
+        ids = [row["id"], *merged_ids(c, entity, row["id"])]
         log = c.execute(select(cl.c.seq, cl.c.op, cl.c.source, cl.c.fields, cl.c.vendor_at, cl.c.at)
-                        .where(cl.c.entity == entity, cl.c.entity_id == row["id"]).order_by(cl.c.seq)).all()
+                        .where(cl.c.entity == entity, cl.c.entity_id.in_(ids)).order_by(cl.c.seq)).all()
     history = _history(list(log), set(wanted))
     prov = row.get("provenance") or {}
     fields: dict[str, Any] = {}
