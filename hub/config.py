@@ -38,6 +38,8 @@ class SyncSettings(BaseModel):
     retry_backoff_seconds: float = Field(60.0, ge=0)
     lease_ttl_seconds: float = Field(120.0, gt=0)
     prefetch_pages: int = Field(2, ge=0, le=16)
+    #: vendor pages are joined until a commit holds at least this many records (hub.sync.group_pages)
+    commit_records: int = Field(1000, ge=1, le=50_000)
     #: PostgreSQL: wait for the WAL flush on every page commit. Off by default: a page's
     #: data and its cursor commit together, so a commit lost to a database crash only
     #: means those pages are read again (see docs/guarantees.md).

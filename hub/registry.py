@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import entry_points
@@ -41,8 +42,11 @@ def validate_connectors(cfg: HubConfig) -> dict[str, Any]:
         try:
             cls = connector_class(str(kind))
         except KeyError:
-            known = ", ".join(sorted(connector_kinds())) or "none"
-            problems.append(f"connectors.{name}.kind: unknown connector kind {kind!r}. Fix: use one of: {known}")
+            known = sorted(connector_kinds())
+            close = difflib.get_close_matches(str(kind), known, n=1)
+            hint = f"did you mean `kind: {close[0]}`? " if close else ""
+            problems.append(f"connectors.{name}.kind: unknown connector kind {kind!r}. Fix: {hint}"
+                            f"installed kinds: {', '.join(known) or 'none'}")
             continue
         try:
             out[name] = cls.Config.model_validate(block)

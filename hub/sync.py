@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from hub.registry import ConnectorFactory
 from hub.routing import Router, load_routing
 from hub.sdk.connector import Connector
 from hub.sdk.errors import CursorExpired, FatalError, RetriableError
-from hub.sdk.types import Cursor, RawRecord
+from hub.sdk.types import Cursor, Page, RawRecord
 from hub.writer import PageOutcome, PageWriter, Prepared
 from state import repos
 from state.bulk import Batch
@@ -90,6 +90,52 @@ class StreamResult:
 
 
 ProgressFn = Callable[[StreamResult], None]
+
+
+def group_pages(pairs: Iterator[tuple[Page, Prepared]], min_records: int) -> Iterator[tuple[Page, Prepared]]:
+    """Vendor pages joined into commits of at least `min_records` records.
+
+    A vendor's page size is its own (HubSpot: 100); a commit's round trips cost the same
+    for 100 records as for 1,000. The joined page's cursor is its last page's, valid once
+    all of them are stored, so a commit stays a checkpoint. A record read twice keeps its
+    last version. A page that reports deletes ends its group, so a delete is never
+    applied before a record read ahead of it.
+    """
+    group: list[tuple[Page, Prepared]] = []
+    size = 0
+    for page, prepared in pairs:
+        group.append((page, prepared))
+        size += prepared.read
+        if size >= min_records or page.deleted:
+            yield _join(group)
+            group, size = [], 0
+    if group:
+        yield _join(group)
+
+
+def _join(group: list[tuple[Page, Prepared]]) -> tuple[Page, Prepared]:
+    if len(group) == 1:
+        return group[0]
+    page = Page(next_cursor=group[-1][0].next_cursor, requests=sum(p.requests for p, _ in group))
+    out = Prepared()
+    last: dict[str, int] = {}  # external id -> position of its last version in `out.mapped`
+    for p, prep in group:
+        page.deleted.extend(p.deleted)
+        page.rejected.extend(p.rejected)
+        out.read += prep.read
+        out.failures.extend(prep.failures)
+        out.events.extend(prep.events)
+        for item, t, iso in zip(prep.mapped, prep.times, prep.isos, strict=True):
+            ext = item[0].external_id
+            if ext in last:  # read twice: keep the later version, in the earlier place
+                i = last[ext]
+                out.mapped[i], out.times[i], out.isos[i] = item, t, iso
+                continue
+            last[ext] = len(out.mapped)
+            out.mapped.append(item)
+            out.times.append(t)
+            out.isos.append(iso)
+    return page, out
 
 
 class SyncEngine:
@@ -229,8 +275,10 @@ class SyncEngine:
         resynced = False
         while True:
             try:
-                # mapping runs in the read thread too, while this one waits on the database
-                pages = ((page, writer.prepare(page.records)) for page in connector.read(stream, cursor))
+                # mapping (and grouping small vendor pages into one commit) runs in the read
+                # thread too, while this one waits on the database
+                pages = group_pages(((page, writer.prepare(page.records)) for page in connector.read(stream, cursor)),
+                                    self.cfg.sync.commit_records)
                 for page, prepared in prefetch(pages, self.cfg.sync.prefetch_pages):
                     outcome = self._commit_page(conn, writer, prepared, page.deleted, page.rejected,
                                                 page.next_cursor, result, lease, retries_open, page.requests)

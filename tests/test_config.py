@@ -56,7 +56,7 @@ def test_all_problems_reported_at_once_with_fixes() -> None:
     with pytest.raises(ConfigError) as exc:
         ConnectorFactory(cfg)
     text = "\n".join(exc.value.problems)
-    assert "connectors.a.kind: unknown connector kind 'hubsopt'. Fix: use one of: hubspot" in text
+    assert "connectors.a.kind: unknown connector kind 'hubsopt'. Fix: did you mean `kind: hubspot`? installed kinds: " in text
     assert "connectors.b.base_ulr: not allowed here. Fix: remove it, or check its spelling" in text
     assert "connectors.c.auth: missing. Fix: add `auth:`" in text
 
