@@ -190,8 +190,10 @@ class ActivityIngest:
         for ext in deleted:  # a vendor delete: a version with status `deleted`, history kept
             row = rows.get(ext)
             if row is not None and row["status"] != "deleted" and ext not in norms:
+                # no vendor time: a delete always applies, and so does the next live version
+                # read after it (an item moved between two folders a connector reads)
                 ev = ActivityEvent(type=row["type"], external_id=ext, occurred_at=row["occurred_at"].isoformat(),
-                                   status="deleted", updated_at=now.isoformat(), subject=row["subject"])
+                                   status="deleted", subject=row["subject"])
                 n = self.normalise(ev)
                 n.parts = self._stored_parts(conn, row["id"])
                 norms[ext] = n
@@ -199,13 +201,18 @@ class ActivityIngest:
         new_rows, changed, part_rows, version_rows, replaced = [], [], [], [], []
         for ext, n in norms.items():
             known = versions.get(ext, [])
-            if any(d == n.digest for _v, d, _t in known):
+            row = rows.get(ext)
+            current = row["vendor_updated_at"] if row else None
+            latest = max(known, default=None)
+            # a redelivery: the state the row shows now, or a version it has already moved past
+            # (after a delete the row has no vendor time, so an item coming back applies)
+            if latest is not None and (latest[1] == n.digest or (
+                    current is not None and n.vendor_at is not None and n.vendor_at <= current
+                    and any(d == n.digest for _v, d, _t in known))):
                 out.duplicates += 1
                 out.succeeded_ids.append(ext)
                 continue
-            version = max((v for v, _d, _t in known), default=0) + 1
-            row = rows.get(ext)
-            current = row["vendor_updated_at"] if row else None
+            version = latest[0] + 1 if latest is not None else 1
             applied = row is None or n.vendor_at is None or current is None or n.vendor_at >= current
             version_rows.append({"source": self.source, "external_id": ext, "version": version,
                                  "vendor_updated_at": n.vendor_at, "recorded_at": now, "applied": applied,
@@ -220,7 +227,7 @@ class ActivityIngest:
                       "opportunity_id": opp_id, "actor_id": actor, "occurred_at": timestamp(ev.occurred_at),
                       "ended_at": timestamp(ev.ended_at) if ev.ended_at else None, "direction": ev.direction,
                       "subject": ev.subject, "status": ev.status, "url": ev.url, "version": version,
-                      "vendor_updated_at": n.vendor_at,
+                      "vendor_updated_at": n.vendor_at, "dedupe_key": _dedupe_key(ev),
                       "payload": {k: v for k, v in (("duration_s", ev.duration_s), ("body_excerpt", ev.body_excerpt),
                                                     ("details", ev.details or None), ("refs", ev.refs or None))
                                   if v is not None}}
@@ -234,6 +241,8 @@ class ActivityIngest:
             for p, cid in zip(n.parts, matched, strict=True):
                 part_rows.append({"activity_id": aid, **p, "contact_id": cid})
             out.written += 1
+        if new_rows:
+            new_rows = self._drop_known_elsewhere(conn, new_rows, part_rows, out)
         batch.insert_rows(activities, new_rows)
         batch.flush()
         if changed:
@@ -245,6 +254,24 @@ class ActivityIngest:
         batch.insert_rows(activity_participants, part_rows)
         batch.insert_rows(activity_versions, version_rows)
         return out
+
+    def _drop_known_elsewhere(self, conn: Connection, new_rows: list[dict[str, Any]],
+                              part_rows: list[dict[str, Any]], out: IngestOutcome) -> list[dict[str, Any]]:
+        """New rows whose item another connector already brought (same dedupe key) are not added."""
+        keys = sorted({r["dedupe_key"] for r in new_rows if r.get("dedupe_key")})
+        if not keys:
+            return new_rows
+        a = activities.c
+        known: set[str] = set()
+        for chunk in repos.chunks(keys):
+            known.update(conn.execute(select(a.dedupe_key).where(a.dedupe_key.in_(chunk))).scalars())
+        if not known:
+            return new_rows
+        dropped = {r["id"] for r in new_rows if r.get("dedupe_key") in known}
+        out.written -= len(dropped)
+        out.duplicates += len(dropped)
+        part_rows[:] = [p for p in part_rows if p["activity_id"] not in dropped]
+        return [r for r in new_rows if r["id"] not in dropped]
 
     def _versions(self, conn: Connection, ids: list[str]) -> dict[str, list[tuple[int, str, datetime | None]]]:
         v = activity_versions.c
@@ -334,6 +361,14 @@ class ActivityIngest:
             if opp is None and acc and len(open_opps.get(acc, [])) == 1:
                 out[k] = (cid, acc, open_opps[acc][0], actor, matched)
         return out
+
+
+def _dedupe_key(ev: ActivityEvent) -> str | None:
+    """An item's identity across vendors: an email's Message-ID (`details["message_id"]`)."""
+    mid = ev.details.get("message_id") if ev.details else None
+    if not isinstance(mid, str) or not mid.strip():
+        return None
+    return f"{ev.type}:{mid.strip().strip('<>').lower()}"[:255]
 
 
 def relink(conn: Connection) -> int:

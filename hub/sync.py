@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 
 from hub.activities import relink
 from hub.config import HubConfig
-from hub.mapping import Mappings
+from hub.mapping import MappingLoadError, Mappings
 from hub.ownership import Rules, load_rules
 from hub.prefetch import prefetch
 from hub.registry import ConnectorFactory
@@ -178,7 +178,7 @@ class SyncEngine:
         try:
             streams = self.mappings.for_connector(name, self.factory.kind(name))
             hints = {s: m.paths for s, m in streams.items()}
-        except KeyError:
+        except (KeyError, MappingLoadError):  # an activity connector may have no mapping file
             hints = {}
         return self.factory.build(name, hints)
 

@@ -177,6 +177,9 @@ activities = Table(
     Column("url", Text),
     Column("version", Integer, nullable=False, server_default="1"),
     Column("vendor_updated_at", TS),  # the vendor-side time of the version the row holds
+    #: the item's identity across vendors (an email's RFC 822 Message-ID): the same mail read
+    #: through another connector (a mailbox moved from Gmail to Microsoft 365) is not added twice
+    Column("dedupe_key", String(255), index=True),
     UniqueConstraint("source", "external_id"),
     schema=CRM,
 )

@@ -230,3 +230,26 @@ def test_cli_relink_and_timeline(db: Engine, db_url: str, tmp_path: Any) -> None
     assert res.exit_code == 0 and "0 participant(s)" in res.stdout
     res = CliRunner().invoke(cli_app, ["--config", str(cfg), "activities", "timeline", "nobody@x.io"])
     assert res.exit_code == 1 and "no contact" in res.output
+
+
+def test_an_item_deleted_then_seen_again_comes_back(db: Engine) -> None:
+    # a message moved between two folders a connector reads: removed from one, live in the other;
+    # the vendor's clock may run ahead of the hub's, which must not keep the delete from applying
+    future = "2099-01-01T00:00:00Z"
+    write(db, "m365", [email("m1", "ann@acme.com", ["me@ourco.com"], updated_at=future)])
+    write(db, "m365", [], deleted=["m1"])
+    assert rows(db, activities, external_id="m1")[0]["status"] == "deleted"
+    write(db, "m365", [email("m1", "ann@acme.com", ["me@ourco.com"], updated_at=future)])
+    row = rows(db, activities, external_id="m1")[0]
+    assert row["status"] is None and row["version"] == 3
+
+
+def test_the_same_mail_through_another_connector_is_not_added_twice(db: Engine) -> None:
+    # a mailbox moved from Gmail to Microsoft 365: the same mail, other ids, same Message-ID
+    gmail = email("mbox:17f0a", "ann@acme.com", ["me@ourco.com"], details={"message_id": "<CAx1@mail.acme.com>"})
+    graph = email("AAMkAD-immutable", "Ann <ann@acme.com>", ["me@ourco.com"],
+                  details={"message_id": "<cax1@mail.acme.com>"})
+    write(db, "gmail_main", [gmail])
+    out = write(db, "m365_main", [graph])
+    assert out.written == 0
+    assert len(rows(db, activities)) == 1 and len(rows(db, activity_participants)) == 2

@@ -4,7 +4,7 @@ Revision ID: 0005
 Revises: 0004
 
 crm.activities gains the shared activity-ingest fields (ended_at, direction, subject,
-status, url, version, vendor_updated_at); crm.activity_participants keeps who each
+status, url, version, vendor_updated_at, dedupe_key); crm.activity_participants keeps who each
 activity involves (matched to a contact or not yet); hub.activity_versions keeps every
 version of every activity; hub.routing_state keeps lead routing's round robin; hub.oauth_tokens holds
 encrypted OAuth grants.
@@ -32,6 +32,7 @@ ACTIVITY_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any], str | None], ...] =
     ("url", sa.Text(), None),
     ("version", sa.Integer(), "1"),
     ("vendor_updated_at", sa.DateTime(timezone=True), None),
+    ("dedupe_key", sa.String(length=255), None),
 )
 
 
@@ -44,6 +45,7 @@ def upgrade() -> None:
     for name, type_, default in ACTIVITY_COLUMNS:
         op.add_column("activities", sa.Column(name, type_, nullable=default is None,
                                               server_default=default), schema=_crm())
+    op.create_index("ix_activities_dedupe_key", "activities", ["dedupe_key"], schema="crm")
     op.create_table(
         "activity_participants",
         sa.Column("activity_id", sa.String(length=36), nullable=False),
@@ -108,5 +110,6 @@ def downgrade() -> None:
     op.drop_index("ix_activity_participants_contact_id", table_name="activity_participants", schema="crm")
     op.drop_index("ix_activity_participants_activity_id", table_name="activity_participants", schema="crm")
     op.drop_table("activity_participants", schema="crm")
+    op.drop_index("ix_activities_dedupe_key", table_name="activities", schema="crm")
     for name, _type, _default in reversed(ACTIVITY_COLUMNS):
         op.drop_column("activities", name, schema=_crm())
