@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -13,6 +13,9 @@ from hub.registry import ConnectorFactory
 from hub.sync import SyncEngine
 from hub.transforms import set_default_region
 from state.db import ensure_schema, make_engine
+
+if TYPE_CHECKING:
+    from hub.auth.store import DbTokenStore
 
 
 class Hub:
@@ -44,7 +47,15 @@ class Hub:
             kwargs = {"sleep": self._sleep} if self._sleep is not None else {}
             return SharedBudget(self.db, name, rate, burst, **kwargs)
 
-        return ConnectorFactory(self.cfg, transport=self._transport, sleep=self._sleep, budget_factory=shared)
+        return ConnectorFactory(self.cfg, transport=self._transport, sleep=self._sleep, budget_factory=shared,
+                                token_store=self.token_store)
+
+    @cached_property
+    def token_store(self) -> DbTokenStore:
+        """OAuth tokens, encrypted in the database; the key (CRMHUB_SECRET_KEY) is read on first use."""
+        from hub.auth.store import DbTokenStore
+
+        return DbTokenStore(self.db)
 
     @cached_property
     def mappings(self) -> Mappings:

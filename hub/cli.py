@@ -13,6 +13,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from hub.auth.cli import auth_app
 from hub.config import ConfigError
 from hub.mapping import MappingLoadError
 from hub.tables import table
@@ -28,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(sync_app, name="sync")
 app.add_typer(retries_app, name="retries")
+app.add_typer(auth_app, name="auth")
 
 out = Console()
 err = Console(stderr=True)
@@ -206,13 +208,14 @@ def sync_run(
 # -- status --------------------------------------------------------------------------------------
 
 def status_doc(h: Any) -> dict[str, Any]:
-    from state import repos
+    from state import repos, tokens
 
     now = datetime.now(UTC)
     with h.db.connect() as c:
         runs = repos.last_runs(c)
         cursors = repos.all_cursors(c)
         fails = repos.count_failures(c)
+        auth = tokens.list_tokens(c)
     streams = []
     keys = {(n, s) for n in h.factory.names(enabled_only=False) for s in
             [sp.name for sp in h.factory.build(n).enabled_streams()]}
@@ -233,7 +236,7 @@ def status_doc(h: Any) -> dict[str, Any]:
             "retry_queue": fails.get((n, s, False), 0),
             "dead_letters": fails.get((n, s, True), 0),
         })
-    return {"streams": streams}
+    return {"streams": streams, "auth": auth}
 
 
 @app.command()
@@ -255,6 +258,11 @@ def status(as_json: JsonOpt = False) -> None:
         for s in doc["streams"]:
             if s["last_run"] and s["last_run"]["error"]:
                 out.print(f"[red]{s['connector']}.{s['stream']}: {s['last_run']['error']}[/red]")
+        for a in doc["auth"]:
+            if a["needs_reauth"]:
+                sub = f" --subject {a['subject']}" if a["subject"] else ""
+                out.print(f"{a['connector']}{sub}: needs re-authorisation ({a['reauth_reason']}); "
+                          f"run `crmhub auth login {a['connector']}{sub}`", style="red", markup=False, highlight=False)
 
 
 # -- retries -------------------------------------------------------------------------------------

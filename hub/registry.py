@@ -70,7 +70,8 @@ class ConnectorFactory:
     """Builds connector instances; one request budget per instance, shared by all its streams."""
 
     def __init__(self, cfg: HubConfig, *, transport: Any = None, sleep: Any = None,
-                 budget_factory: Callable[[str, float, int], RateBudget] | None = None):
+                 budget_factory: Callable[[str, float, int], RateBudget] | None = None,
+                 token_store: Any = None):
         self.cfg = cfg
         self.configs = validate_connectors(cfg)
         self.transport = transport
@@ -79,6 +80,7 @@ class ConnectorFactory:
         #: workers) draw from; without one, a budget per process
         self.budget_factory = budget_factory
         self._budgets: dict[str, RateBudget] = {}
+        self.token_store = token_store  # lent to every connector for OAuth tokens
 
     def kind(self, name: str) -> str:
         return str(self.configs[name].kind)
@@ -101,5 +103,5 @@ class ConnectorFactory:
             else:
                 budget = self._budgets[name] = TokenBucket(rate or 0, burst)
         ctx = ConnectorContext(name=name, budget=budget, transport=self.transport, sleep=self.sleep,
-                               field_hints=field_hints or {})
+                               field_hints=field_hints or {}, token_store=self.token_store)
         return cls(conf, ctx)

@@ -56,6 +56,7 @@ class ConnectorContext:
     sleep: Any = None  # injected into the HTTP client's retries (tests pass a no-op)
     #: stream -> vendor field paths the hub's mapping reads, so a connector can ask for just those
     field_hints: dict[str, list[str]] = field(default_factory=dict)
+    token_store: Any = None  # hub.sdk.oauth.TokenStore where OAuth tokens persist (hub.sdk.oauth.oauth_auth)
 
 
 class Connector(ABC):
