@@ -120,9 +120,14 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
         elif kind == "extra_forbidden":
             fix = "remove it, or check its spelling"
         else:
-            fix = f"{e['msg'][0].lower()}{e['msg'][1:]}"
+            msg = e["msg"].removeprefix("Value error, ")
+            fix = f"{msg[0].lower()}{msg[1:]}"
         what = "missing" if kind == "missing" else "not allowed here" if kind == "extra_forbidden" else "invalid"
-        got = "" if kind in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
+        # only a scalar is quoted back: a whole block may hold secrets
+        value = e.get("input")
+        quotable = isinstance(value, int | float | bool) or (
+            isinstance(value, str) and not any(w in key for w in ("secret", "token", "key", "password")))
+        got = "" if kind in ("missing", "extra_forbidden") or not quotable else f" (got {value!r})"
         out.append(f"{key}: {what}{got}. Fix: {fix}")
     return out
 

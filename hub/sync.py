@@ -310,6 +310,7 @@ class SyncEngine:
         with tx.begin():
             batch = Batch(tx)
             outcome = writer.write(batch, prepared, deleted, now, result.run_id)
+            outcome.read += len(rejected)  # read, though the connector could not parse them
             for r in rejected:
                 outcome.failures.append({"external_id": r.external_id or f"unknown:{hash(str(r.payload))}",
                                          "payload": r.payload, "reason": r.reason})

@@ -58,7 +58,7 @@ def test_all_problems_reported_at_once_with_fixes() -> None:
     text = "\n".join(exc.value.problems)
     assert "connectors.a.kind: unknown connector kind 'hubsopt'. Fix: did you mean `kind: hubspot`? installed kinds: " in text
     assert "connectors.b.base_ulr: not allowed here. Fix: remove it, or check its spelling" in text
-    assert "connectors.c.auth: missing. Fix: add `auth:`" in text
+    assert "connectors.c: invalid. Fix: needs `auth: {token: ...}` (a private app) or `oauth: {...}`" in text
 
 
 def test_unknown_stream_is_named() -> None:

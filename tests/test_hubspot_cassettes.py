@@ -125,6 +125,40 @@ def test_companies_incremental_replays_without_after_and_skips_the_overlap() -> 
         ms("2019-12-09T14:00:00.000Z"), ["514"], ms("2019-12-01T00:00:00.000Z"))
 
 
+def test_calls_incremental_replays_with_associations_from_v4() -> None:
+    start = {"phase": "incremental", "ts": 1615944764872, "seen": [], "all_at_ts": False, "id_after": None,
+             "collapsed": False, "archived_since": 0, "archived_after": None, "archived_max": None}
+    with hubspot_vcr(CASSETTES).use_cassette("calls_incremental.yaml") as cassette:
+        pages = read(connector(), "calls", start)
+    assert cassette.all_played and cassette.play_count == 5 == sum(p.requests for p in pages)
+
+    acts = {r.external_id: r.activity for p in pages for r in p.records}
+    first, missed = acts["12632185234"], acts["12632185240"]
+    assert first is not None and missed is not None
+    assert (first.type, first.occurred_at, first.subject, first.duration_s, first.status) == (
+        "call", "2021-03-17T01:32:44.872Z", "Support call", 3, "completed")
+    assert first.refs == {"contact": "501", "account": "5001", "opportunity": "9001"}
+    assert [(p.role, p.phone or p.user_id) for p in first.participants] == [
+        ("caller", "(857) 829 5489"), ("callee", "(509) 999 9999"), ("agent", "11349275740")]
+    assert (missed.direction, missed.status, missed.refs) == ("inbound", "missed", {"contact": "502"})
+
+
+def test_contacts_batch_upsert_replays_to_one_result_per_change() -> None:
+    changes = [{"fields": {"email": "jdoe@example.com", "title": "VP Sales"}, "key": "seq-101"},
+               {"fields": {"email": "nobody@@example", "first_name": "No"}, "key": "seq-102"},
+               {"id": "501", "fields": {"lifecycle_stage": "customer"}, "key": "seq-103"}]
+    conn = connector()
+    with hubspot_vcr(CASSETTES).use_cassette("contacts_batch_upsert.yaml") as cassette:
+        try:
+            results = conn.write("contacts", changes)
+        finally:
+            conn.close()
+    assert cassette.all_played and cassette.play_count == 2
+    assert [(r.external_id, r.ok, r.created, r.key) for r in results] == [
+        ("512", True, False, "seq-101"), ("nobody@@example", False, False, "seq-102"), ("501", True, False, "seq-103")]
+    assert "VALIDATION_ERROR" in (results[1].error or "") and "INVALID_EMAIL" in (results[1].error or "")
+
+
 # ---- no secrets in fixtures ---------------------------------------------------------------------
 SECRET_LOOKING = {
     "an Authorization header": re.compile(r"(?im)\b(proxy-)?authorization\b['\"]?\s*[:=]"),
@@ -150,7 +184,8 @@ CASSETTE_FILES = sorted(FIXTURES.rglob("*.yaml"))
 
 
 def test_there_are_cassettes_to_check() -> None:
-    assert {p.name for p in CASSETTE_FILES} >= {"contacts_full_load.yaml", "companies_incremental.yaml"}
+    assert {p.name for p in CASSETTE_FILES} >= {"contacts_full_load.yaml", "companies_incremental.yaml",
+                                                "calls_incremental.yaml", "contacts_batch_upsert.yaml"}
 
 
 @pytest.mark.parametrize("path", CASSETTE_FILES, ids=lambda p: str(p.relative_to(FIXTURES)))

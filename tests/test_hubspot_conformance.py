@@ -118,3 +118,39 @@ class TestHubSpotConformance(ConnectorConformance):
             assert all(r["payload"] and "mapping failed" in r["reason"] for r in queued.values())
         finally:
             hub.close()
+
+
+# ---- the same kit on an engagement stream (calls, as activities) ----------------------------------
+CALLS = 260
+
+
+def calls_harness(store: SandboxStore, server: SandboxServer) -> Harness:
+    def delete(n: int) -> list[str]:
+        live = store.ids("calls")
+        return store.archive("calls", live[:: max(1, len(live) // n)][:n])
+
+    def add_bad_record() -> str:
+        # a call without a usable time cannot be an activity: the connector rejects it with the reason
+        victim = store.ids("calls")[len(store.ids("calls")) // 2]
+        return store.modify("calls", ids=[victim], properties={"hs_timestamp": "sometime last week"})[0]
+
+    return Harness(
+        kind="hubspot",
+        config={"base_url": server.url, "auth": {"token": TOKEN}, "search_lag_ms": 0, "streams": ["calls"]},
+        stream="calls",
+        source_ids=lambda: set(store.ids("calls")),
+        change=lambda n: store.modify("calls", count=n),
+        delete=delete,
+        fail_next=lambda n, status: store.fail_next(n, status=status, retry_after=0),
+        add_bad_record=add_bad_record,
+        cursor_position=cursor_position,
+        extra={"store": store},
+    )
+
+
+class TestHubSpotCallsConformance(ConnectorConformance):
+    @pytest.fixture
+    def harness(self) -> Iterator[Harness]:
+        store = SandboxStore(contacts=100, engagements=CALLS)
+        with SandboxServer(store, token=TOKEN) as server:
+            yield calls_harness(store, server)

@@ -288,6 +288,7 @@ def test_search_other_filters_match_a_brute_force_scan(shared: httpx.Client) -> 
     by_created = search(shared, body(sort="createdate", desc=True, limit=50)).json()
     stamps = [ms(o["properties"]["createdate"]) for o in by_created["results"]]
     assert stamps == sorted(stamps, reverse=True) and stamps[0] == max(r["createdate"] for r in rows)
+    bad: dict[str, Any]
     for bad in ({"filterGroups": [{"filters": [flt("nope", "EQ", 1)]}]},
                 {"filterGroups": [{"filters": [flt("email", "LIKE", 1)]}]},
                 {"filterGroups": [{"filters": []}] * 7}):
@@ -466,3 +467,41 @@ def test_cli_runs_as_a_separate_process() -> None:
             proc.terminate()
             proc.wait(timeout=30)
         assert proc.stdout.read() == ""  # exactly one line
+
+
+# ---- engagements, batch writes, owners, pipelines -------------------------------------------------
+def test_batch_endpoints_follow_hubspots_limits_and_shapes() -> None:
+    store = SandboxStore(contacts=30)
+    with serve(store) as (_, client):
+        def post(action: str, inputs: list[dict[str, Any]], t: str = "contacts") -> httpx.Response:
+            return client.post(f"/crm/v3/objects/{t}/batch/{action}", json={"inputs": inputs})
+
+        too_many = post("update", [{"id": str(1001 + k), "properties": {}} for k in range(101)])
+        assert too_many.status_code == 400 and "limit is 100" in too_many.json()["message"]
+        dupes = post("update", [{"id": "1001", "properties": {}}, {"id": "1001", "properties": {}}])
+        assert dupes.status_code == 400 and "Duplicate IDs" in dupes.json()["message"]
+        taken = store.raw("contacts", 3)["email"]
+        conflict = post("create", [{"properties": {"email": taken}}])
+        assert conflict.status_code == 409 and conflict.json()["message"] == "Contact already exists. Existing ID: 1004"
+        created = post("create", [{"properties": {"email": "a@example.org"}, "objectWriteTraceId": "t1"}])
+        assert created.status_code == 201 and created.json()["results"][0]["objectWriteTraceId"] == "t1"
+        non_unique = post("upsert", [{"idProperty": "name", "id": "Acme", "properties": {}}], "companies")
+        assert non_unique.status_code == 400 and "non-unique" in non_unique.json()["message"]
+        assert client.post("/crm/v3/objects/contacts/batch/merge", json={"inputs": []}).status_code == 404
+        assert created.headers["X-HubSpot-RateLimit-Max"] == "190", "writes count against the window too"
+
+
+def test_engagements_list_and_search_like_other_objects() -> None:
+    store = SandboxStore(contacts=40, engagements=30)
+    with serve(store) as (_, client):
+        r = client.get("/crm/v3/objects/0-48", params={"limit": 100, "properties": "hs_timestamp,hs_call_status"})
+        assert r.status_code == 200 and len(r.json()["results"]) == 30, "0-48 is the calls object type id"
+        assert all(parse_time(o["properties"]["hs_timestamp"]) for o in r.json()["results"])
+        changed = store.modify("tasks", count=5)
+        found = search_all(client, body(flt("hs_lastmodifieddate", "GTE", store.stats()["clock_ms"] - 4),
+                                        sort="hs_lastmodifieddate", limit=200), "tasks")
+        assert sorted(o["id"] for o in found) == sorted(changed)
+        owners = client.get("/crm/v3/owners", params={"limit": 3}).json()
+        rest = client.get("/crm/v3/owners", params={"limit": 3, "after": owners["paging"]["next"]["after"]}).json()
+        assert len(owners["results"]) + len(rest["results"]) == 4 and "paging" not in rest
+        assert client.get("/crm/v3/pipelines/contacts").status_code == 404

@@ -1,4 +1,4 @@
-"""HubSpot CRM v3: contacts, companies and deals (read side)."""
+"""HubSpot CRM v3: contacts, companies, deals, engagements as activities, owners, pipelines; batch writes."""
 
 from connectors.hubspot.connector import HubSpotConnector
 

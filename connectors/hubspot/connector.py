@@ -1,4 +1,9 @@
-"""HubSpot CRM v3 connector, read side.
+"""HubSpot CRM v3 connector: contacts, companies, deals and engagements; owners, pipelines; writes.
+
+Streams: `contacts`, `companies`, `deals` (records, writable: `writes.py`) and the engagements
+`calls`, `emails`, `meetings`, `notes`, `tasks` (activities with their associations:
+`engagements.py`), all read the same way. Owners and deal pipelines are configuration, read by
+`owners()` and `pipelines()` (`portal.py`). Auth is built in `auth.py`; rate limits in `limits.py`.
 
 Full load: the list endpoints, `after` paging, 100 a page. Incremental: the search
 endpoint on the last-modified property, keyset by time (never by `after`, so the
@@ -21,14 +26,19 @@ may then be reported twice, which the writer absorbs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors.hubspot import engagements, portal
+from connectors.hubspot.auth import build_auth
+from connectors.hubspot.limits import RATE_HEADERS, DailyLimit
+from connectors.hubspot.writes import WRITE_FIELDS, BatchWriter
 from hub.sdk import (
     Connector,
     ConnectorConfig,
@@ -37,21 +47,20 @@ from hub.sdk import (
     CursorKind,
     FatalError,
     Page,
-    RateLimitHeaders,
     RawRecord,
     Redactor,
     RejectedRecord,
     StreamSpec,
+    WriteResult,
     build_client,
     raise_for_status,
 )
+from hub.sdk.activity import ActivityConnectorConfig
+from hub.sdk.http import IDEMPOTENT
+from hub.sdk.oauth import OAuth2Settings
 
-RATE_HEADERS = RateLimitHeaders(
-    remaining="X-HubSpot-RateLimit-Remaining",
-    limit="X-HubSpot-RateLimit-Max",
-    interval_ms="X-HubSpot-RateLimit-Interval-Milliseconds",
-    reset_epoch=None,
-)
+__all__ = ["RATE_HEADERS", "HubSpotConfig", "HubSpotConnector"]
+
 LIST_LIMIT = 100  # the official SDKs' MAX_PAGE_SIZE
 SEARCH_LIMIT = 200
 
@@ -66,6 +75,9 @@ OBJECTS: dict[str, tuple[str, str, str, tuple[str, ...], tuple[str, ...]]] = {
     "deals": ("deals", "opportunity", "hs_lastmodifieddate",
               ("dealname", "amount", "dealstage", "pipeline", "closedate", "deal_currency_code", "hubspot_owner_id",
                "createdate", "hs_lastmodifieddate"), ("companies",)),
+    # engagements: activities, with the records they are associated with
+    **{s: (s, "activity", "hs_lastmodifieddate", (*props, "hs_lastmodifieddate"), engagements.ASSOCIATED)
+       for s, (_kind, props) in engagements.ENGAGEMENTS.items()},
 }
 
 
@@ -74,9 +86,15 @@ class HubSpotAuth(BaseModel):
     token: SecretStr = Field(description="private-app access token")
 
 
-class HubSpotConfig(ConnectorConfig):
+class HubSpotConfig(ActivityConnectorConfig):
+    """The `connectors.<name>` block of a HubSpot instance. From `ActivityConnectorConfig`:
+    `body_excerpt_chars` (engagement bodies: 0 keeps metadata only) and `internal` (the team's
+    addresses and `@domains`, e.g. the owners' mail domain, which never become contacts)."""
+
     base_url: str = "https://api.hubapi.com"
-    auth: HubSpotAuth
+    #: a private-app token (`auth: {token: ...}`) or OAuth (`oauth: {client_id, token_url, ...}`)
+    auth: HubSpotAuth | None = None
+    oauth: OAuth2Settings | None = None
     #: requests per second for this portal, shared by all streams (190 per 10 s for private apps)
     requests_per_second: float | None = Field(None, gt=0)
     #: extra properties to read per stream, beyond the defaults and the mapping's
@@ -86,6 +104,26 @@ class HubSpotConfig(ConnectorConfig):
     page_size: int = Field(LIST_LIMIT, ge=1, le=LIST_LIMIT)
     search_page_size: int = Field(SEARCH_LIMIT, ge=1, le=SEARCH_LIMIT)
     timeout_seconds: float = 30.0
+    #: share of the account's daily request limit left to its other apps and people
+    daily_reserve: float = Field(0.05, ge=0, lt=1)
+    #: the account's time zone, where its daily limit resets at midnight
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> HubSpotConfig:
+        if (self.auth is None) == (self.oauth is None):
+            raise ValueError("needs `auth: {token: ...}` (a private app) or `oauth: {...}` (an OAuth app), "
+                             "not both and not neither")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Europe/Berlin") from None
+        return v
 
 
 def to_ms(value: Any) -> int:
@@ -109,25 +147,27 @@ class HubSpotConnector(Connector):
         assert isinstance(config, HubSpotConfig)
         self.cfg: HubSpotConfig = config
         self._client: httpx.Client | None = None
+        self.daily = DailyLimit(config.daily_reserve, config.timezone)
 
     # -- declaration -----------------------------------------------------------------------------
 
     def streams(self) -> list[StreamSpec]:
         return [StreamSpec(name=s, target=o[1], primary_key="id", cursor_kind=CursorKind.TIMESTAMP,
-                           reports_deletes=True, accepts_writes=False) for s, o in OBJECTS.items()]
+                           reports_deletes=True, accepts_writes=s in WRITE_FIELDS) for s, o in OBJECTS.items()]
 
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            token = self.cfg.auth.token.get_secret_value()
+            auth, secrets = build_auth(self.cfg, self.context)
             kwargs: dict[str, Any] = {}
             if self.context.sleep is not None:
                 kwargs["sleep"] = self.context.sleep
             self._client = build_client(
-                base_url=self.cfg.base_url, headers={"Authorization": f"Bearer {token}"},
+                base_url=self.cfg.base_url, auth=auth,
                 timeout=self.cfg.timeout_seconds, budget=self.context.budget, rate_headers=RATE_HEADERS,
-                secrets=[token], transport=self.context.transport, **kwargs,
+                secrets=secrets, transport=self.context.transport, **kwargs,
             )
+            self._client.event_hooks = {"request": [self.daily.check], "response": [self.daily]}
         return self._client
 
     def close(self) -> None:
@@ -139,7 +179,8 @@ class HubSpotConnector(Connector):
         _obj, _t, ts_prop, defaults, _a = OBJECTS[stream]
         hinted = [p.split(".", 1)[1].split(".")[0] for p in self.context.field_hints.get(stream, ())
                   if p.startswith("properties.")]
-        return sorted({*defaults, ts_prop, *hinted, *self.cfg.properties.get(stream, [])})
+        bodies = engagements.body_properties(stream) if self.cfg.body_excerpt_chars else ()
+        return sorted({*defaults, ts_prop, *hinted, *bodies, *self.cfg.properties.get(stream, [])})
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -148,14 +189,23 @@ class HubSpotConnector(Connector):
         return self._json(raise_for_status(resp, self._redactor()))
 
     def _search(self, obj: str, body: dict[str, Any]) -> dict[str, Any]:
-        resp = self.client.post(f"/crm/v3/objects/{obj}/search", content=orjson.dumps(body),
-                                headers={"Content-Type": "application/json"},
-                                extensions={"crmhub.idempotent": True})
+        return self._post_read(f"/crm/v3/objects/{obj}/search", body)
+
+    def _post_read(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A POST that only reads (search, associations batch read): safe to retry on 5xx."""
+        resp = self.client.post(path, content=orjson.dumps(body), headers={"Content-Type": "application/json"},
+                                extensions={IDEMPOTENT: True})
         return self._json(raise_for_status(resp, self._redactor()))
+
+    def _post_write(self, path: str, body: dict[str, Any], idempotent: bool) -> httpx.Response:
+        return self.client.post(path, content=orjson.dumps(body), headers={"Content-Type": "application/json"},
+                                extensions={IDEMPOTENT: idempotent})
 
     def _redactor(self) -> Redactor:
         found = getattr(self.client, "redactor", None)
-        return found if isinstance(found, Redactor) else Redactor([self.cfg.auth.token.get_secret_value()])
+        if isinstance(found, Redactor):
+            return found
+        return Redactor(build_auth(self.cfg, self.context)[1])
 
     def _json(self, resp: httpx.Response) -> dict[str, Any]:
         # A proxy or error page may echo the request's credentials: redact before quoting (then cut,
@@ -171,8 +221,38 @@ class HubSpotConnector(Connector):
         return data
 
     def check(self) -> str:
+        """The token works (one call); then the deal pipelines and their stages, when the token may read them."""
         self._get("/crm/v3/objects/contacts", {"limit": 1})
-        return f"token accepted by {self.cfg.base_url}"
+        out = f"token accepted by {self.cfg.base_url}"
+        try:
+            found = self.pipelines("deals")
+        except FatalError as exc:  # a token without the pipelines scope still syncs records
+            return f"{out}; deal pipelines not readable: {str(exc)[:120]}"
+        described = "; ".join(f"{p.label} [{p.id}]: " + ", ".join(f"{s.label} [{s.id}]" for s in p.stages)
+                              for p in found)
+        return f"{out}; deal pipelines: {described or 'none'}"
+
+    # -- configuration: owners and pipelines -----------------------------------------------------
+
+    def owners(self, *, archived: bool = False) -> Iterator[portal.Owner]:
+        """Every owner of the portal, to map `hubspot_owner_id` to a person (email, name, user id).
+
+        Deactivated users are archived owners (`archived=True`); their ids stay on old records.
+        """
+        yield from portal.iter_owners(self._get, archived=archived)
+
+    def pipelines(self, object_type: str = "deals") -> list[portal.Pipeline]:
+        """The object type's pipelines with their stages (ids and labels, as strings)."""
+        return portal.parse_pipelines(self._get(f"/crm/v3/pipelines/{object_type}", {}))
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write(self, stream: str, changes: Sequence[dict[str, Any]]) -> list[WriteResult]:
+        """Batch create/update/upsert, 100 per call; per-record outcomes (see `writes.py`)."""
+        if stream not in WRITE_FIELDS:
+            raise FatalError(f"hubspot does not write {stream!r} (it writes: {', '.join(WRITE_FIELDS)})")
+        writer = BatchWriter(stream, OBJECTS[stream][0], self._post_write, self._redactor(), f"crmhub-{self.name}")
+        return writer.write(changes)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -180,7 +260,19 @@ class HubSpotConnector(Connector):
         ext = raw.get("id")
         if not ext:
             return RejectedRecord(None, raw, "HubSpot record without an id")
+        if stream in engagements.ENGAGEMENTS:
+            try:
+                activity = engagements.to_activity(stream, raw, self.cfg.body_excerpt_chars)
+            except (ValueError, TypeError, KeyError) as exc:
+                return RejectedRecord(str(ext), raw, f"HubSpot {stream} {ext}: {exc}")
+            return RawRecord(external_id=str(ext), updated_at=raw.get("updatedAt"), data=raw, activity=activity)
         return RawRecord(external_id=str(ext), updated_at=raw.get("updatedAt"), data=raw)
+
+    def _associate(self, stream: str, results: list[dict[str, Any]]) -> int:
+        """Search returns no associations: fetch them for an engagement page. Requests made."""
+        if stream not in engagements.ENGAGEMENTS:
+            return 0
+        return engagements.attach_associations(self._post_read, OBJECTS[stream][0], results)
 
     def _page(self, stream: str, results: list[dict[str, Any]], cursor: Cursor, requests: int = 1,
               deleted: list[str] | None = None) -> Page:
@@ -271,7 +363,7 @@ class HubSpotConnector(Connector):
                     c = {**c, "id_after": None, "collapsed": False, "all_at_ts": True, "seen": []}
                 else:
                     c = {**c, "id_after": max(int(r["id"]) for r in results), "collapsed": True}
-                yield self._page(stream, fresh, dict(c))
+                yield self._page(stream, fresh, dict(c), 1 + self._associate(stream, fresh))
                 continue
             op = "GT" if c.get("all_at_ts") else "GTE"
             body = {"filterGroups": [{"filters": [{"propertyName": ts_prop, "operator": op, "value": str(ts)}]}],
@@ -294,7 +386,7 @@ class HubSpotConnector(Connector):
             else:
                 carried = seen if top == ts else set()
                 c = {**c, "ts": top, "seen": sorted(carried | set(at_top)), "all_at_ts": False}
-            yield self._page(stream, fresh, dict(c))
+            yield self._page(stream, fresh, dict(c), 1 + self._associate(stream, fresh))
             if not full_page:
                 break
         yield from self._read_archived(stream, c, 1 + unreported)
@@ -320,7 +412,7 @@ class HubSpotConnector(Connector):
             results = self._search(obj, body).get("results", [])
             fresh = [r for r in results if not (str(r.get("id")) in seen
                                                 and to_ms((r.get("properties") or {}).get(ts_prop)) == ts)]
-            yield self._page(stream, fresh, dict(c))
+            yield self._page(stream, fresh, dict(c), 1 + self._associate(stream, fresh))
             if len(results) < self.cfg.search_page_size:
                 return
             after_id = max(int(r["id"]) for r in results)

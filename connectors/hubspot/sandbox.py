@@ -3,13 +3,22 @@
 Standalone (stdlib, starlette, uvicorn, orjson): it must follow HubSpot's documented shapes, not
 any connector's assumptions. The data model lives in ``sandbox_data.py``.
 
-HubSpot endpoints (``{type}`` is ``contacts``, ``companies``, ``deals`` or ``0-1``/``0-2``/``0-3``):
+HubSpot endpoints (``{type}`` is ``contacts``, ``companies``, ``deals``, the engagements ``calls``,
+``emails``, ``meetings``, ``notes``, ``tasks``, or an object type id such as ``0-1``/``0-48``):
 
 - ``GET  /crm/v3/objects/{type}``  ``limit`` (10, clamped to 100), ``after`` (opaque keyset cursor),
   ``properties``, ``associations``, ``archived``; id order; no ``paging`` key on the last page.
 - ``GET  /crm/v3/objects/{type}/{id}``  one record, 404 when absent.
 - ``POST /crm/v3/objects/{type}/search``  ``filterGroups``/``sorts``/``properties``/``limit``
   (≤200)/``after`` (offset)/``query``; ``total``; 400 past 10,000 results; archived never shown.
+- ``POST /crm/v3/objects/{type}/batch/create|update|upsert``  ≤100 inputs; 200/201, or 207 with
+  ``errors`` (see ``sandbox_writes.py`` for which failures are whole-batch 4xx and which 207).
+- ``POST /crm/v4/associations/{from}/{to}/batch/read``  associated ids with their type ids.
+- ``GET  /crm/v3/owners``  ``limit`` (≤500), ``after``, ``email``, ``archived``.
+- ``GET  /crm/v3/pipelines/{type}``  pipelines with their stages (deals).
+
+Engagements carry ``hs_timestamp`` and their type's properties, and list with ``associations`` to
+their contact, its company and (every other one) a deal (``sandbox_engagements.py``).
 
 Sandbox control (not HubSpot's, no auth): ``POST /_sandbox/modify|archive|create|fail|reset-stats``,
 ``GET /_sandbox/stats``. Run one in-process with ``SandboxServer`` or as a process with
@@ -41,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from connectors.hubspot import sandbox_writes
 from connectors.hubspot.sandbox_data import (
     DATE_PROPS,
     DEFAULT_PROPERTIES,
@@ -363,12 +373,35 @@ def create_app(store: SandboxStore, token: str | None = "sandbox-token", *, rate
 
     def endpoint(kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
-            body = await request.body() if kind == "search" else b""
-            raw_type = request.path_params["object_type"]
+            body = await request.body() if request.method == "POST" else b""
+            pp = request.path_params
+            raw_type = pp.get("object_type") or pp.get("from_type") or kind
+            what = f"batch.{pp['action']}" if kind == "batch" else f"associations.{pp['to_type']}" \
+                if kind == "assoc" else kind
             response = dispatch(request, kind, body)
-            store.count_request(f"{request.method} {raw_type}.{kind}", response.status_code)
+            store.count_request(f"{request.method} {raw_type}.{what}", response.status_code)
             return response
         return handle
+
+    def parsed(body: bytes) -> Any:
+        try:
+            return orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise SandboxError(400, f"Invalid input JSON: {exc}") from None
+
+    def other(request: Request, kind: str, body: bytes) -> Response:
+        """Batch writes, associations, owners and pipelines (sandbox_writes.py)."""
+        pp, q = request.path_params, request.query_params
+        if kind == "batch":
+            status, data = sandbox_writes.batch_write(store, pp["object_type"], pp["action"], parsed(body))
+        elif kind == "assoc":
+            status, data = sandbox_writes.associations_batch_read(store, pp["from_type"], pp["to_type"], parsed(body))
+        elif kind == "owners":
+            status, data = 200, sandbox_writes.list_owners(_int_arg(q.get("limit", "100"), "limit"), q.get("after"),
+                                                           q.get("email"), q.get("archived", "false") == "true")
+        else:
+            status, data = 200, sandbox_writes.list_pipelines(pp["object_type"])
+        return _json(data, status)
 
     def dispatch(request: Request, kind: str, body: bytes) -> Response:
         if token is not None:
@@ -392,6 +425,10 @@ def create_app(store: SandboxStore, token: str | None = "sandbox-token", *, rate
                 headers = {**headers, "Retry-After": str(retry_after)}
             return _error(status, headers=headers)
         try:
+            if kind not in ("list", "get", "search"):
+                response = other(request, kind, body)
+                response.headers.update(headers)
+                return response
             t = resolve_type(request.path_params["object_type"])
             if kind == "list":
                 data = list_objects(request, t)
@@ -427,6 +464,11 @@ def create_app(store: SandboxStore, token: str | None = "sandbox-token", *, rate
     routes = [
         Route("/crm/v3/objects/{object_type}", endpoint("list"), methods=["GET"]),
         Route("/crm/v3/objects/{object_type}/search", endpoint("search"), methods=["POST"]),
+        Route("/crm/v3/objects/{object_type}/batch/{action}", endpoint("batch"), methods=["POST"]),
+        Route("/crm/v4/associations/{from_type}/{to_type}/batch/read", endpoint("assoc"), methods=["POST"]),
+        Route("/crm/v3/owners", endpoint("owners"), methods=["GET"]),
+        Route("/crm/v3/owners/", endpoint("owners"), methods=["GET"]),
+        Route("/crm/v3/pipelines/{object_type}", endpoint("pipelines"), methods=["GET"]),
         Route("/crm/v3/objects/{object_type}/{object_id}", endpoint("get"), methods=["GET"]),
         Route("/_sandbox/modify", admin(lambda d: {"ids": store.modify(
             d["type"], ids=d.get("ids"), count=d.get("count"), properties=d.get("properties"),
@@ -528,7 +570,7 @@ class SandboxServer:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m connectors.hubspot.sandbox",
                                 description="Run the HubSpot CRM v3 sandbox in the foreground.")
-    for name, default in (("contacts", 1000), ("companies", None), ("deals", None), ("seed", 7),
+    for name, default in (("contacts", 1000), ("companies", None), ("deals", None), ("engagements", None), ("seed", 7),
                           ("base-time-ms", 1_700_000_000_000), ("bad-every", 0)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--same-ts-block", type=int, nargs=2, metavar=("START", "COUNT"), default=None)
@@ -539,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--enforce-rate-limit", action="store_true")
     a = p.parse_args(argv)
     store = SandboxStore(a.contacts, a.companies, a.deals, a.seed, a.base_time_ms, a.bad_every,
-                         tuple(a.same_ts_block) if a.same_ts_block else None)
+                         tuple(a.same_ts_block) if a.same_ts_block else None, engagements=a.engagements)
     app = create_app(store, a.token or None, rate_limit_max=a.rate_limit_max or None,
                      enforce_rate_limit=a.enforce_rate_limit)
     sock = _bind(a.host, a.port)

@@ -33,17 +33,23 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
+from connectors.hubspot import sandbox_engagements as eng
+
 __all__ = ["DEFAULT_PROPERTIES", "ID_BASE", "OBJECT_TYPES", "SandboxError", "SandboxStore"]
 
-OBJECT_TYPES = ("contacts", "companies", "deals")
+ENGAGEMENT_TYPES = eng.ENGAGEMENT_TYPES
+OBJECT_TYPES = ("contacts", "companies", "deals", *ENGAGEMENT_TYPES)
 _TYPE_NAMES = {"contacts": "contacts", "0-1": "contacts", "companies": "companies", "0-2": "companies",
-               "deals": "deals", "0-3": "deals"}
-ID_BASE = {"contacts": 1001, "companies": 5_000_001, "deals": 9_000_001}
+               "deals": "deals", "0-3": "deals", **{t: t for t in ENGAGEMENT_TYPES},
+               **{v: k for k, v in eng.OBJECT_TYPE_IDS.items()}}
+ID_BASE = {"contacts": 1001, "companies": 5_000_001, "deals": 9_000_001, "calls": 20_000_001,
+           "emails": 30_000_001, "meetings": 40_000_001, "notes": 50_000_001, "tasks": 60_000_001}
 MODIFIED_PROPS = {"contacts": ("lastmodifieddate", "hs_lastmodifieddate"),
-                  "companies": ("hs_lastmodifieddate",), "deals": ("hs_lastmodifieddate",)}
-DATE_PROPS = frozenset({"createdate", "lastmodifieddate", "hs_lastmodifieddate", "closedate"})
-NUMBER_PROPS = frozenset({"hs_object_id", "amount", "associatedcompanyid"})
-READ_ONLY = frozenset({"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate"})
+                  "companies": ("hs_lastmodifieddate",), "deals": ("hs_lastmodifieddate",),
+                  **{t: ("hs_lastmodifieddate",) for t in ENGAGEMENT_TYPES}}
+DATE_PROPS = frozenset({"createdate", "lastmodifieddate", "hs_lastmodifieddate", "closedate"}) | eng.DATE_PROPS
+NUMBER_PROPS = frozenset({"hs_object_id", "amount", "associatedcompanyid"}) | eng.NUMBER_PROPS
+READ_ONLY = frozenset({"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate", "hs_createdate"})
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -53,17 +59,21 @@ def _words(text: str) -> tuple[str, ...]:
 SCHEMA = {"contacts": _words("email,firstname,lastname,phone,jobtitle,lifecyclestage,company,associatedcompanyid,"
                              "hs_object_id,createdate,lastmodifieddate,hs_lastmodifieddate"),
           "companies": _words("name,domain,industry,hs_object_id,createdate,hs_lastmodifieddate"),
-          "deals": _words("dealname,amount,dealstage,pipeline,closedate,hs_object_id,createdate,hs_lastmodifieddate")}
+          "deals": _words("dealname,amount,dealstage,pipeline,closedate,hs_object_id,createdate,hs_lastmodifieddate"),
+          **eng.SCHEMA}
 # HubSpot's search guide lists these as the properties returned when none are requested.
 DEFAULT_PROPERTIES = {
     "contacts": _words("createdate,email,firstname,hs_object_id,lastmodifieddate,lastname"),
     "companies": _words("createdate,domain,hs_lastmodifieddate,hs_object_id,name"),
-    "deals": _words("amount,closedate,createdate,dealname,dealstage,hs_lastmodifieddate,hs_object_id,pipeline")}
+    "deals": _words("amount,closedate,createdate,dealname,dealstage,hs_lastmodifieddate,hs_object_id,pipeline"),
+    **eng.DEFAULT_PROPERTIES}
 # Properties HubSpot's free-text ``query`` looks at (approximately).
 QUERY_PROPS = {"contacts": _words("firstname,lastname,email,phone,company"), "companies": ("name", "domain"),
-               "deals": ("dealname",)}
+               "deals": ("dealname",), **eng.QUERY_PROPS}
 ASSOC_TYPES = {("contacts", "companies"): "contact_to_company", ("companies", "contacts"): "company_to_contact",
-               ("companies", "deals"): "company_to_deal", ("deals", "companies"): "deal_to_company"}
+               ("companies", "deals"): "company_to_deal", ("deals", "companies"): "deal_to_company",
+               **{(t, to): f"{eng.SINGULAR[t]}_to_{eng.SINGULAR.get(to, to[:-1] if to != 'companies' else 'company')}"
+                  for t in ENGAGEMENT_TYPES for to in ("contacts", "companies", "deals")}}
 
 _M64 = (1 << 64) - 1
 _DAY_MS = 86_400_000
@@ -93,7 +103,11 @@ _STAGES = _words("appointmentscheduled,qualifiedtobuy,presentationscheduled,deci
 _PRODUCTS = _words("Annual licence,Pilot,Renewal,Expansion,Onboarding package,Support plan")
 _FREE_MAIL = _words("gmail.com,outlook.com,yahoo.com,icloud.com")
 # What modify() changes when no properties are given: rotate one property through its values.
-_BUMP = {"contacts": ("jobtitle", _TITLES), "companies": ("industry", _INDUSTRIES), "deals": ("dealstage", _STAGES)}
+_BUMP = {"contacts": ("jobtitle", _TITLES), "companies": ("industry", _INDUSTRIES), "deals": ("dealstage", _STAGES),
+         "calls": ("hs_call_status", ("COMPLETED", "NO_ANSWER")), "emails": ("hs_email_status", ("SENT", "BOUNCED")),
+         "meetings": ("hs_meeting_outcome", ("SCHEDULED", "COMPLETED", "CANCELED")),
+         "notes": ("hs_note_body", ("<p>Updated.</p>", "<p>Updated again.</p>")),
+         "tasks": ("hs_task_status", ("NOT_STARTED", "IN_PROGRESS", "COMPLETED"))}
 _LO, _HI = -(1 << 62), 1 << 62
 
 
@@ -188,14 +202,16 @@ class SandboxStore:
 
     def __init__(self, contacts: int = 1000, companies: int | None = None, deals: int | None = None,
                  seed: int = 7, base_time_ms: int = 1_700_000_000_000, bad_every: int = 0,
-                 same_ts_block: tuple[int, int] | None = None) -> None:
+                 same_ts_block: tuple[int, int] | None = None, *, engagements: int | None = None) -> None:
         companies = max(1, contacts // 10) if companies is None else companies
         deals = contacts // 5 if deals is None else deals
-        if min(contacts, companies, deals, bad_every) < 0:
+        engagements = contacts // 10 if engagements is None else engagements  # per engagement type
+        if min(contacts, companies, deals, bad_every, engagements) < 0:
             raise ValueError("counts and bad_every must not be negative")
         self.seed, self.base_time_ms, self.bad_every = seed, base_time_ms, bad_every
         self._block = same_ts_block or (0, 0)
-        self._n0 = {"contacts": contacts, "companies": companies, "deals": deals}
+        self._n0 = {"contacts": contacts, "companies": companies, "deals": deals,
+                    **{t: engagements for t in ENGAGEMENT_TYPES}}
         self._n = dict(self._n0)
         self._salt = {t: _mix(seed * 1_000_003 + k + 1) for k, t in enumerate(OBJECT_TYPES)}
         self.lock = threading.RLock()
@@ -211,6 +227,7 @@ class SandboxStore:
         self._clock = max([self._base_ts(n - 1) for n in self._n0.values() if n] or [base_time_ms])
         self._pick_seq = 0
         self._company_cache: dict[int, tuple[str, str]] = {}
+        self._unique: dict[tuple[str, str], dict[str, int]] = {}  # (type, property) -> value -> index
         self._faults: list[list[Any]] = []
         self._stats: dict[str, int] = {}
         self._status: dict[str, int] = {}
@@ -236,7 +253,20 @@ class SandboxStore:
 
     def _company_index(self, t: str, i: int) -> int | None:
         nc = self._n0["companies"]
+        if t in ENGAGEMENT_TYPES:  # an engagement belongs to its contact's company
+            k = self._contact_index(i)
+            return None if k is None else self._company_index("contacts", k)
         return i % nc if nc and t in ("contacts", "deals") else None
+
+    def _contact_index(self, i: int) -> int | None:
+        """The contact engagement ``i`` is associated with."""
+        n = self._n0["contacts"]
+        return i % n if n else None
+
+    def _deal_index(self, i: int) -> int | None:
+        """The deal engagement ``i`` is associated with (every other engagement has one)."""
+        n = self._n0["deals"]
+        return (i // 2) % n if n and i % 2 == 0 else None
 
     def raw(self, t: str, i: int) -> dict[str, Any]:
         """All properties of record ``i``; dates as epoch-ms ints, everything else as strings."""
@@ -268,6 +298,17 @@ class SandboxStore:
         elif t == "companies":
             name, domain = self._company(i)
             d = {"name": name, "domain": domain, "industry": _INDUSTRIES[(h >> 20) % 11] if (h >> 28) % 8 else None}
+        elif t in ENGAGEMENT_TYPES:
+            k = self._contact_index(i)
+            # hs_timestamp: when it happened, before the record was last changed
+            d = eng.engagement_props(t, h, created, lambda: None if k is None else self.raw("contacts", k))
+            d["hs_createdate"] = created
+            d["hs_object_id"] = str(rid)
+            d["hs_lastmodifieddate"] = modified
+            over = self._props[t].get(i)
+            if over:
+                d.update(over)
+            return d, created, modified
         else:
             cents = 50_000 + (h >> 8) % 5_000_000
             d = {"dealname": f"{self._company(j)[0] if j is not None else 'Deal'} - {_PRODUCTS[h % 6]}",
@@ -310,11 +351,16 @@ class SandboxStore:
         kind = ASSOC_TYPES.get((t, to))
         if kind is None:
             return None
-        if t == "companies":  # the inverse of "record k belongs to company k % n_companies"
+        idx: Iterable[int]
+        if t in ENGAGEMENT_TYPES:
+            j = (self._contact_index(i) if to == "contacts" else self._company_index(t, i) if to == "companies"
+                 else self._deal_index(i))
+            idx = () if j is None or j >= self._n[to] else (j,)
+        elif t == "companies":  # the inverse of "record k belongs to company k % n_companies"
             nc = self._n0["companies"]
             if i >= nc:
                 return None
-            idx: Iterable[int] = range(i, self._n[to], nc)
+            idx = range(i, self._n[to], nc)
         else:
             j = self._company_index(t, i)
             idx = () if j is None or j >= self._n["companies"] else (j,)
@@ -348,6 +394,31 @@ class SandboxStore:
         t = resolve_type(object_type)
         arch = self._archived[t]
         return [str(ID_BASE[t] + i) for i in range(self._n[t]) if (i in arch) == archived]
+
+    def find_by(self, object_type: str, prop: str, value: Any) -> int | None:
+        """The live record whose ``prop`` equals ``value`` (case-insensitive), for upserts by a
+        unique property. The first lookup per property scans the type once (O(N)); later ones are
+        dictionary hits, kept current by create() and modify()."""
+        t = resolve_type(object_type)
+        want = str(value).strip().lower()
+        with self.lock:
+            index = self._unique.get((t, prop))
+            if index is None:
+                index = self._unique[(t, prop)] = {}
+                for k in range(self._n[t]):
+                    v = self.raw(t, k).get(prop)
+                    if v not in (None, ""):
+                        index.setdefault(str(v).strip().lower(), k)
+            i = index.get(want)
+            if i is None or i in self._archived[t] or str(self.raw(t, i).get(prop) or "").strip().lower() != want:
+                return None
+            return i
+
+    def _reindex(self, t: str, idx: Iterable[int], props: dict[str, Any]) -> None:
+        for (ut, prop), index in self._unique.items():
+            if ut == t and props.get(prop) not in (None, ""):
+                for i in idx:
+                    index[str(props[prop]).strip().lower()] = i
 
     # ---- changes -----------------------------------------------------------------------------
     def _tick(self) -> int:
@@ -444,6 +515,7 @@ class SandboxStore:
                     cur = self.raw(t, i).get(name)
                     over[name] = values[(values.index(cur) + 1) % len(values) if cur in values else 0]
             self._known[t].update(props)
+            self._reindex(t, idx, props)
             stamp = self._tick() if same_ts else 0
             self._stamp(t, idx, [stamp or self._tick() for _ in idx])
             return [str(ID_BASE[t] + i) for i in idx]
@@ -462,6 +534,7 @@ class SandboxStore:
                     self._props[t][i] = dict(props)
             self._n[t] = start + len(idx)
             self._known[t].update(props)
+            self._reindex(t, idx, props)
             self._stamp(t, idx, stamps)
             return [str(ID_BASE[t] + i) for i in idx]
 
