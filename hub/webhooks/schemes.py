@@ -19,7 +19,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from hub.webhooks.signatures import HubSpotV3Verifier, StripeVerifier, TwilioVerifier, Verifier
+from hub.webhooks.signatures import (
+    AircallTokenVerifier,
+    HubSpotV3Verifier,
+    StripeVerifier,
+    TwilioVerifier,
+    Verifier,
+)
 
 __all__ = ["BadPayload", "ParsedEvent", "WebhookScheme", "register_scheme", "scheme_for", "schemes"]
 
@@ -114,6 +120,18 @@ def parse_twilio(raw: bytes, content_type: str, url: str) -> list[ParsedEvent]:
     return [ParsedEvent(body_hash(raw), text)]
 
 
+def parse_aircall(raw: bytes, content_type: str, url: str) -> list[ParsedEvent]:
+    """One `{resource, event, timestamp, token, data}` envelope per delivery, stored without its
+    `token` (a secret). Aircall gives no event id: the key is the hash of the envelope without the
+    token, keys sorted, so a redelivery of the same event is stored once."""
+    doc = _json(raw)
+    if not isinstance(doc, dict) or not isinstance(doc.get("event"), str):
+        raise BadPayload("an Aircall webhook must be a JSON object with an `event`")
+    doc.pop("token", None)
+    text = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    return [ParsedEvent(body_hash(text), text.decode())]
+
+
 _SCHEMES: dict[str, WebhookScheme] = {}
 
 
@@ -132,3 +150,4 @@ def schemes() -> dict[str, WebhookScheme]:
 register_scheme(WebhookScheme("stripe", StripeVerifier, parse_stripe))
 register_scheme(WebhookScheme("hubspot", HubSpotV3Verifier, parse_hubspot))
 register_scheme(WebhookScheme("twilio", TwilioVerifier, parse_twilio))
+register_scheme(WebhookScheme("aircall", AircallTokenVerifier, parse_aircall))

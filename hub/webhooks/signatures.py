@@ -7,6 +7,8 @@ dict with lower-case keys; `raw_body` the exact bytes received; `url` the URL as
 vendor was told it (scheme, host, port, path, query); `now` Unix seconds. Every
 verifier accepts several secrets, so a secret can be rolled without downtime: a
 request passes if any secret verifies it. Digests are compared in constant time.
+Aircall signs nothing: its verifier compares the `token` field of the JSON body instead
+(constant time too), and its parser keeps that token out of the inbox.
 
 The `sign_*` functions make the headers a vendor would send (tests, benchmarks,
 sandboxes).
@@ -17,11 +19,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 __all__ = [
+    "AircallTokenVerifier",
     "BadSignature",
     "HubSpotV3Verifier",
     "StripeVerifier",
@@ -225,3 +229,30 @@ class TwilioVerifier:
 
 def sign_twilio(secret: str, url: str, params: Mapping[str, str]) -> dict[str, str]:
     return {"X-Twilio-Signature": twilio_signature(secret, url, params)}
+
+
+# -- Aircall -------------------------------------------------------------------------------------
+
+class AircallTokenVerifier:
+    """Aircall signs nothing: each webhook's JSON body carries the `token` Aircall returned when the
+    webhook was created. It is compared in constant time with each configured token (vendor-apis.md
+    section 8). The token never reaches the inbox: the parser drops it."""
+
+    kept_headers: tuple[str, ...] = ()
+
+    def __init__(self, secrets: Sequence[str]):
+        self.secrets = _secrets(secrets)
+
+    def verify(self, headers: Mapping[str, str], raw_body: bytes, url: str, now: float) -> None:
+        try:
+            doc = json.loads(raw_body)
+        except (UnicodeDecodeError, ValueError):
+            raise BadSignature("body is not JSON, so it carries no Aircall token") from None
+        token = doc.get("token") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise BadSignature("missing token field")
+        given = token.encode()
+        # every secret is compared, so the time taken does not say which one nearly matched
+        matched = [hmac.compare_digest(given, s) for s in self.secrets]
+        if not any(matched):
+            raise BadSignature("token does not match")
