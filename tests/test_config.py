@@ -95,4 +95,6 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUBSPOT_TOKEN", "x")
     monkeypatch.delenv("CRMHUB_DATABASE_URL", raising=False)
     cfg = load_config(Path(__file__).parent.parent / "crmhub.example.yaml")
-    assert ConnectorFactory(cfg).names() == ["hubspot_main"]
+    factory = ConnectorFactory(cfg)  # every block validated by its connector's own Config
+    assert factory.names() == ["hubspot_main"]
+    assert len(factory.names(enabled_only=False)) == len(cfg.connectors)
