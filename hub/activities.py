@@ -35,7 +35,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 
 from hub.ids import new_id
-from hub.sdk.activity import ActivityEvent, Participant
+from hub.sdk.activity import _EVENT_FIELDS, ActivityEvent, Participant
 from hub.transforms import MappingError, e164, timestamp
 from state import repos
 from state.bulk import Batch
@@ -158,7 +158,7 @@ class ActivityIngest:
                           "internal": (email, phone) in self.internal})
         if event.occurred_at is None or timestamp(event.occurred_at) is None:
             raise MappingError("an activity needs occurred_at")
-        data = event.as_dict()
+        data = {name: getattr(event, name) for name in _EVENT_FIELDS}
         data["participants"] = parts
         digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
         vendor_at = timestamp(event.updated_at) if event.updated_at else None

@@ -15,7 +15,7 @@ Participants are given as the vendor wrote them (`"Ann Lee" <Ann@Example.com>`, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hub.sdk.connector import ConnectorConfig
@@ -78,7 +78,15 @@ class ActivityEvent:
             raise ValueError("an activity needs an external_id")
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The event as plain data (JSON-able when `details` is). Shallow, unlike dataclasses.asdict,
+        which deep-copies every vendor body in `details`: ingest calls this once per record."""
+        d = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        d["participants"] = [{name: getattr(p, name) for name in _PARTICIPANT_FIELDS} for p in self.participants]
+        return d
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(ActivityEvent))
+_PARTICIPANT_FIELDS = tuple(f.name for f in fields(Participant))
 
 
 class ActivityConnectorConfig(ConnectorConfig):
