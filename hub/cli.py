@@ -216,6 +216,7 @@ def status_doc(h: Any) -> dict[str, Any]:
         cursors = repos.all_cursors(c)
         fails = repos.count_failures(c)
         auth = tokens.list_tokens(c)
+        unassigned = _unassigned(c, h.cfg.routing)
     streams = []
     keys = {(n, s) for n in h.factory.names(enabled_only=False) for s in
             [sp.name for sp in h.factory.build(n).enabled_streams()]}
@@ -236,7 +237,25 @@ def status_doc(h: Any) -> dict[str, Any]:
             "retry_queue": fails.get((n, s, False), 0),
             "dead_letters": fails.get((n, s, True), 0),
         })
-    return {"streams": streams, "auth": auth}
+    return {"streams": streams, "auth": auth, "unassigned": unassigned}
+
+
+def _unassigned(c: Any, routing: dict[str, Any]) -> dict[str, Any]:
+    """Records the routing chain left without an owner (hub.routing): counts and the newest ids."""
+    from sqlalchemy import func, select
+
+    from state.schema import ENTITY_TABLES
+
+    out: dict[str, Any] = {}
+    for entity in ("lead", "contact"):
+        if not routing.get(entity):
+            continue
+        t = ENTITY_TABLES[entity]
+        live = (t.c.owner_id.is_(None), t.c.archived_at.is_(None))
+        n = c.execute(select(func.count()).select_from(t).where(*live)).scalar_one()
+        ids = c.execute(select(t.c.id).where(*live).order_by(t.c.id.desc()).limit(10)).scalars().all()
+        out[entity] = {"count": n, "newest": list(ids)}
+    return out
 
 
 @app.command()
@@ -258,6 +277,11 @@ def status(as_json: JsonOpt = False) -> None:
         for s in doc["streams"]:
             if s["last_run"] and s["last_run"]["error"]:
                 out.print(f"[red]{s['connector']}.{s['stream']}: {s['last_run']['error']}[/red]")
+        for entity, u in doc["unassigned"].items():
+            if u["count"]:
+                out.print(f"{u['count']} {entity}(s) no routing rule matched, left without an owner "
+                          f"(newest: {', '.join(u['newest'])}); see `crmhub explain {entity} ID owner_id`",
+                          style="yellow", markup=False, highlight=False)
         for a in doc["auth"]:
             if a["needs_reauth"]:
                 sub = f" --subject {a['subject']}" if a["subject"] else ""

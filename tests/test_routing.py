@@ -134,3 +134,17 @@ def test_a_bad_routing_config_names_the_key(routing: dict[str, Any], message: st
     with pytest.raises(ConfigError) as err:
         load_routing(routing)
     assert message in str(err.value)
+
+
+def test_status_lists_leads_no_rule_matched(db: Engine, db_url: str, tmp_path: Path) -> None:
+    spec = {"teams": {"us": ["carl"]}, "lead": [{"rule": "territory", "field": "country", "territories": {"US": "us"}}]}
+    sync_leads(db, [{"id": "1", "email": "a@x.io", "country": "US"}, {"id": "2", "email": "b@y.io", "country": "BR"}],
+               Router(load_routing(spec) or pytest.fail("no spec")))
+    cfg = tmp_path / "crmhub.yaml"
+    cfg.write_text(json.dumps({"database": db_url, "routing": spec}))
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "status", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)["unassigned"]
+    assert doc["lead"]["count"] == 1 and len(doc["lead"]["newest"]) == 1
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "status"])
+    assert "1 lead(s) no routing rule matched" in res.output
