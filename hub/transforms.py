@@ -149,6 +149,23 @@ def minor_units(v: Any) -> Any:
         raise MappingError(str(err)) from None
 
 
+def domain(v: Any) -> Any:
+    """A web address to its bare host: `https://www.Acme.com/about` -> `acme.com` (identity matches on it)."""
+    if v is None:
+        return None
+    s = _str(v).strip().lower()
+    if not s:
+        return None
+    if "://" in s:
+        s = s.split("://", 1)[1]
+    s = s.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0].rstrip(".")
+    if s.startswith("www."):
+        s = s[4:]
+    if "." not in s or any(c.isspace() for c in s):
+        raise MappingError(f"not a web address or domain: {v!r}")
+    return s
+
+
 def timestamp(v: Any) -> Any:
     """Epoch seconds or milliseconds, or ISO-8601, to an aware UTC datetime."""
     if v is None or v == "":
@@ -219,6 +236,7 @@ def string(v: Any) -> Any:
 
 TRANSFORMS: dict[str, Transform] = {
     "concat": concat,
+    "domain": domain,
     "minor_units": minor_units,
     "trim": trim,
     "lower": lower,
@@ -239,7 +257,7 @@ PARAM_TRANSFORMS = ("map", "default", "constant", "phone", "concat")
 #: what each transform gives, so a mapping that puts a transform's output into a column of
 #: another type fails at load time (hub.mapping); "any" passes a value's type through
 OUTPUT_TYPES: dict[str, str] = {
-    "concat": "text", "minor_units": "number", "trim": "any", "lower": "text", "upper": "text",
+    "concat": "text", "domain": "text", "minor_units": "number", "trim": "any", "lower": "text", "upper": "text",
     "email": "text", "phone": "text", "timestamp": "timestamp", "date": "date", "decimal": "number",
     "int": "integer", "bool": "boolean", "string": "text", "map": "any", "default": "any", "constant": "any",
 }
