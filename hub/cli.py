@@ -482,13 +482,15 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
     public_base_url: Annotated[str | None, typer.Option(
         help="scheme://host[:port] vendors post to, when a proxy sits in front (HubSpot and Twilio sign it)")] = None,
+    process_workers: Annotated[int, typer.Option(help="inbox processing threads (0: only store events)")] = 1,
 ) -> None:
     """Receive webhooks: POST /webhooks/{connector} (verified, stored durably before 2xx), /healthz, /metrics."""
     from hub.webhooks.cli import serve as run_server
     from hub.webhooks.server import WebhookSettings
 
     try:
-        run_server(_state["config"], host, port, settings=WebhookSettings(public_base_url=public_base_url))
+        run_server(_state["config"], host, port, settings=WebhookSettings(public_base_url=public_base_url,
+                                                                      process_workers=process_workers))
     except ConfigError as e:
         err.print(f"[red]{e.source}: invalid configuration[/red]")
         for p in e.problems:

@@ -26,6 +26,8 @@ def serve(config_path: str | os.PathLike[str] | None = None, host: str = "127.0.
     cfg = load_config(config_path)
     engine = make_engine(cfg.database)
     ensure_schema(engine)
+    if settings is None:
+        settings = WebhookSettings(process_workers=1)  # crmhub serve processes what it stores
     app = create_app(cfg, engine, settings)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -48,9 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--public-base-url", default=None)
     ap.add_argument("--linger-ms", type=float, default=WebhookSettings.linger * 1000)
     ap.add_argument("--max-inflight", type=int, default=None, help="concurrent group commits")
+    ap.add_argument("--process-workers", type=int, default=1,
+                    help="inbox processing threads (0: only store events; run processing elsewhere)")
     args = ap.parse_args(argv)
     settings = WebhookSettings(max_body_bytes=args.max_body_bytes, public_base_url=args.public_base_url,
-                               linger=args.linger_ms / 1000, max_inflight=args.max_inflight)
+                               linger=args.linger_ms / 1000, max_inflight=args.max_inflight,
+                               process_workers=args.process_workers)
     serve(args.config, args.host, args.port, settings=settings, log_level=args.log_level)
 
 

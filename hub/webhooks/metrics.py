@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from hub.webhooks.commit import BatchStats
 from hub.webhooks.inbox import InboxStats
+from hub.webhooks.processor import ProcessingStats
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -68,7 +69,7 @@ class Metrics:
         if duplicates:
             self.events[(connector, "duplicate")] += duplicates
 
-    def render(self, inbox: InboxStats | None, batches: BatchStats) -> str:
+    def render(self, inbox: InboxStats | None, batches: BatchStats, processing: ProcessingStats | None = None) -> str:
         out: list[str] = []
 
         def family(name: str, kind: str, help_: str, samples: Iterable[tuple[str, float]]) -> None:
@@ -111,6 +112,21 @@ class Metrics:
                     dead[c] += n
             family("crmhub_webhook_dead_letters", "gauge", "Inbox rows that exhausted their attempts.",
                    ((_labels(connector=c), n) for c, n in sorted(dead.items())))
+        if processing is not None:
+            family("crmhub_webhook_processed_total", "counter", "Inbox rows processed into the canonical store.",
+                   ((_labels(connector=c), n) for c, n in sorted(processing.processed.items())))
+            family("crmhub_webhook_processing_failures_total", "counter",
+                   "Failed processing attempts of inbox rows (each is retried until it is dead).",
+                   ((_labels(connector=c), n) for c, n in sorted(processing.failed.items())))
+            family("crmhub_webhook_processed_records_total", "counter", "Records written from processed events.",
+                   ((_labels(connector=c), n) for c, n in sorted(processing.records.items())))
+            family("crmhub_webhook_stale_records_total", "counter",
+                   "Records dropped as older than the version already applied (out-of-order events).",
+                   ((_labels(connector=c), n) for c, n in sorted(processing.stale.items())))
+            family("crmhub_webhook_processing_batches_total", "counter", "Claimed inbox batches processed.",
+                   [("", processing.batches)])
+            family("crmhub_webhook_processing_seconds_total", "counter", "Seconds spent processing inbox batches.",
+                   [("", processing.seconds)])
         family("crmhub_webhook_inbox_up", "gauge", "1 if the inbox answered this scrape.",
                [("", 1 if inbox is not None else 0)])
         return "\n".join(out) + "\n"

@@ -6,6 +6,9 @@
     GET  /healthz                200 when the database answers, else 503
     GET  /metrics                Prometheus text
 
+With `process_workers` > 0 the app also runs inbox processing workers (hub.webhooks.processor)
+in threads for its lifetime; `crmhub serve` starts one by default.
+
 Only a 2xx promises anything, and it is sent after the event's COMMIT returned (with
 `synchronous_commit = on`); every other answer stores nothing. The instance's
 `kind` picks the verifier (`hub.webhooks.schemes`), its `webhook_secrets` list gives
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +40,7 @@ from hub.webhooks import inbox
 from hub.webhooks.commit import GroupCommitter
 from hub.webhooks.intake import Endpoint, WebhookIntake
 from hub.webhooks.metrics import CONTENT_TYPE, Metrics
+from hub.webhooks.processor import InboxProcessor, ProcessingStats, ProcessorSettings, start_workers
 from hub.webhooks.schemes import scheme_for
 
 __all__ = ["Endpoint", "WebhookSettings", "create_app", "endpoints"]
@@ -54,6 +59,9 @@ class WebhookSettings:
     #: while a commit runs, how long new events may wait to join a bigger batch (hub.webhooks.commit)
     linger: float = 0.002
     clock: Callable[[], float] = field(default=time.time)
+    #: inbox processing threads run by the app (0: the inbox is only filled here)
+    process_workers: int = 0
+    processor: ProcessorSettings = field(default_factory=ProcessorSettings)
 
 
 def endpoints(cfg: HubConfig) -> dict[str, Endpoint]:
@@ -114,16 +122,34 @@ def create_app(cfg: HubConfig, engine: Engine, settings: WebhookSettings | None 
         except Exception as err:
             log.warning("metrics: the inbox did not answer: %s", err)
             stats = None
-        return Response(metrics.render(stats, committer.stats), media_type=CONTENT_TYPE)
+        return Response(metrics.render(stats, committer.stats, processing if settings.process_workers else None),
+                        media_type=CONTENT_TYPE)
+
+    processing = ProcessingStats()
+    stop_processing = threading.Event()
+    workers: list[threading.Thread] = []
+
+    def make_processor() -> InboxProcessor:
+        from hub.app import Hub
+
+        hub = Hub(cfg, db=engine)  # the same database engine; its own connectors and writers
+        return InboxProcessor(engine, hub.factory, hub.engine, settings=settings.processor, stats=processing)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for ep in eps.values():
             if ep.verifier is not None:
                 log.info("webhooks: POST /webhooks/%s (%s)", ep.name, ep.kind)
+        if settings.process_workers:
+            stop_processing.clear()
+            workers[:] = start_workers(settings.process_workers, make_processor, stop_processing)
+            log.info("webhooks: %d inbox processing worker(s)", len(workers))
         yield
         await committer.drain()
         committer.close()
+        stop_processing.set()
+        for t in workers:
+            await run_in_threadpool(t.join, 30)
 
     intake = Middleware(WebhookIntake, endpoints=eps, committer=committer, metrics=metrics,
                         max_body_bytes=settings.max_body_bytes, public_base_url=settings.public_base_url,
@@ -135,4 +161,5 @@ def create_app(cfg: HubConfig, engine: Engine, settings: WebhookSettings | None 
     app.state.committer = committer
     app.state.metrics = metrics
     app.state.endpoints = eps
+    app.state.processing = processing
     return app
