@@ -44,15 +44,21 @@ def _iso(dt: datetime) -> str:
 
 
 def occurred_at(msg: dict[str, Any], headers: dict[str, str]) -> str | None:
-    """Gmail's `internalDate` (when Google received it; ms), else the Date header, else None."""
-    raw = msg.get("internalDate")
-    if isinstance(raw, str | int) and str(raw).isdigit():
-        return _iso(datetime.fromtimestamp(int(raw) / 1000, UTC))
+    """The Date header, else Gmail's `internalDate` (when Google received it; ms), else None.
+
+    The Date header is the one time every copy of a mail shares (Microsoft 365's sentDateTime is
+    it too), so a mailbox moved between vendors keeps its timeline; internalDate covers a
+    missing or unreadable header."""
     try:
         dt = parsedate_to_datetime(headers.get("date", ""))
     except (TypeError, ValueError, IndexError):
-        return None
-    return _iso(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+        dt = None
+    if dt is not None:
+        return _iso(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+    raw = msg.get("internalDate")
+    if isinstance(raw, str | int) and str(raw).isdigit():
+        return _iso(datetime.fromtimestamp(int(raw) / 1000, UTC))
+    return None
 
 
 def to_activity(msg: dict[str, Any], *, mailbox: str, external_id: str, internal: frozenset[str],
@@ -74,9 +80,10 @@ def to_activity(msg: dict[str, Any], *, mailbox: str, external_id: str, internal
                 addresses.setdefault(role, []).append(addr)
     me = mailbox.lower()
     senders = [a.lower() for a in addresses.get("from", [])]
-    outbound = me in senders or "SENT" in (msg.get("labelIds") or [])
     everyone = [a for r in ("from", "to", "cc", "bcc") for a in addresses.get(r, [])]
     team = internal | {me}
+    # sent by the team (this mailbox or a colleague): the same answer whichever copy is read first
+    outbound = me in senders or "SENT" in (msg.get("labelIds") or []) or any(is_internal(a, team) for a in senders)
     direction = "internal" if everyone and all(is_internal(a, team) for a in everyone) else \
         "outbound" if outbound else "inbound"
     return ActivityEvent(

@@ -61,11 +61,15 @@ def to_activity(ev: dict[str, Any], *, calendar: str, external_id: str, excerpt:
     if not organizer_seen and org.get("email"):
         participants.insert(0, Participant(role="organizer", email=str(org["email"]), name=org.get("displayName")))
     cancelled = ev.get("status") == "cancelled"
+    # as Microsoft 365 says it: a meeting this calendar's owner organised is outbound
+    organizer = str(org.get("email") or "").lower()
+    direction = "outbound" if organizer and organizer == calendar.lower() else "inbound"
     return ActivityEvent(
         type="meeting", external_id=external_id, occurred_at=_iso(start[0]),
         ended_at=_iso(end[0]) if end else None,
         duration_s=int((end[0] - start[0]).total_seconds()) if end else None,
-        participants=participants, subject=ev.get("summary"), status="cancelled" if cancelled else "scheduled",
+        participants=participants, direction=direction, subject=ev.get("summary"),
+        status="cancelled" if cancelled else "scheduled",
         url=ev.get("htmlLink"), body_excerpt=excerpt, updated_at=ev.get("updated"),
         details={k: v for k, v in (("calendar", calendar), ("event_id", ev.get("id")), ("ical_uid", ev.get("iCalUID")),
                                    ("recurring_event_id", ev.get("recurringEventId")),

@@ -113,9 +113,10 @@ def message_activity(raw: dict[str, Any], *, mailbox: str | None, folder: str, e
         participants.append(Participant(role="from", email=sender, name=sender_name))
     for key, role in (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc")):
         participants += _people(raw, key, role)
-    outbound = _same_address(sender, mailbox)
     everyone = [p.email for p in participants if p.email]
     own = team | ({mailbox.lower()} if mailbox else set())
+    # sent by the team (this mailbox or a colleague): the same answer whichever copy is read first
+    outbound = _same_address(sender, mailbox) or (bool(sender) and is_internal(str(sender), own))
     direction = "internal" if everyone and all(is_internal(a, own) for a in everyone) else \
         "outbound" if outbound else "inbound"
     modified = raw.get("lastModifiedDateTime")
