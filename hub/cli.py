@@ -509,5 +509,11 @@ def demo(
     raise typer.Exit(run_demo(out, contacts=contacts, workdir=workdir))
 
 
+# -- migrate (hub/migrate/cli.py) ----------------------------------------------------------------
+from hub.migrate.cli import migrate_app  # noqa: E402 - mounted last: it reuses this module's helpers
+
+app.add_typer(migrate_app, name="migrate")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

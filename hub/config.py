@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from state.db import DEFAULT_SQLITE_URL
 
-__all__ = ["ConfigError", "HubConfig", "SyncSettings", "load_config"]
+__all__ = ["ConfigError", "HubConfig", "SyncSettings", "WaveConfig", "load_config"]
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -55,6 +55,23 @@ class IdentitySettings(BaseModel):
     default_region: str = Field("US", pattern=r"^[A-Z]{2}$")
 
 
+class WaveConfig(BaseModel):
+    """One wave of a migration (hub.migrate): a selection on a root stream of a source connector.
+
+    `where` filters the root stream (SQL in the legacy database's dialect for `legacy_sql`, SQLite's
+    for other sources); `ids_file` lists root ids one per line instead; neither: every root record.
+    Records of the source's other streams follow the root record they reference.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    root: str
+    where: str | None = None
+    ids_file: str | None = None
+    description: str | None = None
+
+
 class HubConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +84,8 @@ class HubConfig(BaseModel):
     #: who owns a lead or contact a sync creates (hub.routing; validated there, key by key)
     routing: dict[str, Any] = Field(default_factory=dict)
     identity: IdentitySettings = Field(default_factory=lambda: IdentitySettings())
+    #: waves of a migration from a legacy source (`crmhub migrate`, docs/migrations.md)
+    waves: dict[str, WaveConfig] = Field(default_factory=dict)
     #: where the file came from, for relative paths and messages
     path: str | None = None
 
@@ -81,6 +100,22 @@ class HubConfig(BaseModel):
                 )
             if not isinstance(block, dict) or "kind" not in block:
                 raise ValueError(f"{name}: add `kind: <connector>` (for example `kind: hubspot`)")
+        return value
+
+    @field_validator("waves")
+    @classmethod
+    def _waves(cls, value: dict[str, WaveConfig], info: ValidationInfo) -> dict[str, WaveConfig]:
+        connectors = info.data.get("connectors") or {}
+        for name, w in value.items():
+            if not INSTANCE_NAME.match(name):
+                raise ValueError(f"wave name {name!r} must be lowercase letters, digits and _ starting with a letter. "
+                                 f"Fix: rename waves.{name}")
+            if w.source not in connectors:
+                known = ", ".join(connectors) or "none configured"
+                raise ValueError(f"waves.{name}.source names {w.source!r}, which is not a connector instance. "
+                                 f"Fix: use one of: {known}")
+            if w.where is not None and w.ids_file is not None:
+                raise ValueError(f"waves.{name} has both `where` and `ids_file`. Fix: keep one of them")
         return value
 
     def base_dir(self) -> Path:

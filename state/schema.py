@@ -370,3 +370,60 @@ oauth_tokens = Table(
     PrimaryKeyConstraint("connector", "subject"),
     schema=HUB,
 )
+
+#: Waves of a migration from a legacy source (hub.migrate): a named, persisted selection and its
+#: progress. The definition (root stream, `where` or ids file) is stored as run, so `status`
+#: and `verify` speak of what was migrated even after crmhub.yaml changes.
+migration_waves = Table(
+    "migration_waves", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("source", String(128), nullable=False),
+    Column("root", String(128), nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("state", String(16), nullable=False),  # planned, running, migrated, rolled_back, cut_over
+    Column("pass_no", Integer, nullable=False, server_default="0"),  # fresh runs and deltas, for duplicate ids
+    Column("last_run_at", TS),
+    Column("last_run", Json),  # the last run's report: counts per stream, rejects
+    Column("last_verified_at", TS),
+    Column("last_verify_ok", Boolean),
+    Column("last_verify", Json),
+    Column("cutover_at", TS),
+    Column("updated_at", TS, nullable=False),
+    schema=HUB,
+)
+
+#: The id crosswalk: every legacy record a wave wrote, once (a record belongs to one wave), with
+#: its canonical id, what the wave did to it, and a checksum of the mapped fields as stored.
+migration_items = Table(
+    "migration_items", metadata,
+    Column("source", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("legacy_id", String(255), nullable=False),
+    Column("wave", String(128), nullable=False),
+    Column("entity", String(64), nullable=False),
+    Column("entity_id", Id, nullable=False),
+    Column("action", String(16), nullable=False),  # created, matched (identity), updated (linked before)
+    Column("checksum", String(32), nullable=False),
+    Column("pass_no", Integer, nullable=False),
+    Column("written_at", TS, nullable=False),
+    PrimaryKeyConstraint("source", "stream", "legacy_id"),
+    Index("ix_migration_items_wave_stream", "wave", "stream"),
+    Index("ix_migration_items_entity_entity_id", "entity", "entity_id"),
+    schema=HUB,
+)
+
+#: Rows a wave could not use, with their reason (the run went on without them).
+migration_rejects = Table(
+    "migration_rejects", metadata,
+    Column("id", SeqId, primary_key=True, autoincrement=True),
+    Column("wave", String(128), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("legacy_id", String(255)),
+    Column("reason", Text, nullable=False),
+    Column("payload", Json),
+    Column("pass_no", Integer, nullable=False),
+    Column("at", TS, nullable=False),
+    Index("ix_migration_rejects_wave_stream", "wave", "stream"),
+    schema=HUB,
+)

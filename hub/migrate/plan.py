@@ -1,0 +1,146 @@
+"""Plan a wave: what a run would do, found by doing it (a dry run), plus what the mapping misses.
+
+The plan is a dry run (every step of a run, rolled back) that also looks at each page of the
+wave's records: counts per object; mapping coverage (source columns no mapping reads; values a
+transform refuses, with counts and samples); duplicates within the wave by the identity keys
+(contact email, account domain); matches with records already in the CRM (identity rules) and
+fields the ownership rules will decide against the source (from the dry run's own decisions);
+overlaps with the other waves of the same source; and an estimate of the run's time (the dry
+run's own time: a run costs the same plus its commits).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from hub.identity import norm_domain, norm_email
+from hub.migrate.run import WaveRunner
+from hub.migrate.waves import StreamPlan, load_wave
+from hub.sdk.types import RawRecord
+from hub.transforms import MappingError
+
+if TYPE_CHECKING:
+    from hub.app import Hub
+
+__all__ = ["PlanReport", "plan"]
+
+SAMPLES = 3
+#: identity key per target: the field whose repeats within a wave are duplicates
+DUP_KEYS = {"contact": ("email", norm_email), "lead": ("email", norm_email), "account": ("domain", norm_domain)}
+
+
+@dataclass
+class StreamPlanReport:
+    stream: str
+    target: str
+    parent: str | None
+    read: int = 0
+    records: int = 0  # in the wave
+    would_create: int = 0
+    would_match: int = 0  # existing CRM records found by the identity rules
+    would_update: int = 0
+    unchanged: int = 0
+    would_reject: int = 0
+    conflicts: int = 0  # records with fields the ownership rules will decide against the source
+    overlaps_migrated: int = 0  # already migrated by another wave
+    unmapped_columns: list[str] = field(default_factory=list)
+    transform_failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> {count, samples}
+    duplicates: dict[str, Any] = field(default_factory=dict)  # {key, count, samples}
+
+
+@dataclass
+class PlanReport:
+    wave: str
+    source: str
+    root: str
+    where: str | None
+    streams: list[StreamPlanReport] = field(default_factory=list)
+    overlaps: dict[str, dict[str, Any]] = field(default_factory=dict)  # other wave -> {count, samples}
+    left_out: list[str] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    records: int = 0
+    estimate_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Analysis:
+    def __init__(self, hub: Hub, wave: str):
+        self.hub = hub
+        self.columns: dict[str, set[str]] = {}
+        self.failures: dict[str, dict[str, dict[str, Any]]] = {}
+        self.keys: dict[str, Counter[str]] = {}
+        w = load_wave(hub, wave)
+        self.others = [load_wave(hub, n) for n, c in hub.cfg.waves.items()
+                       if n != wave and c.source == w.source and c.root == w.root]
+        self.overlaps: dict[str, dict[str, Any]] = {}
+        self.connector: Any = None
+
+    def hook(self, conn: Connection, sp: StreamPlan, records: list[RawRecord], rejects: Any) -> None:
+        read = {p.split(".")[0].split("[")[0] for p in sp.mapping.paths} | {sp.key}
+        cols = self.columns.setdefault(sp.name, set())
+        fails = self.failures.setdefault(sp.name, {})
+        dup = DUP_KEYS.get(sp.target)
+        keys = self.keys.setdefault(sp.name, Counter())
+        for r in records:
+            if isinstance(r.data, dict):
+                cols.update(k for k in r.data if not k.startswith("_") and k not in read)
+            for rule in sp.mapping.fields:
+                try:
+                    v = rule.apply(r.data)
+                except MappingError as e:
+                    f = fails.setdefault(rule.name, {"count": 0, "samples": []})
+                    f["count"] += 1
+                    if len(f["samples"]) < SAMPLES:
+                        f["samples"].append({"legacy_id": r.external_id, "error": str(e)})
+                    continue
+                if dup is not None and rule.name == dup[0]:
+                    k = dup[1](v)
+                    if k:
+                        keys[k] += 1
+        if sp.parent is None and self.others and self.connector is not None:
+            for other in self.others:
+                both = other.select_roots(self.connector, records)
+                if both:
+                    o = self.overlaps.setdefault(other.name, {"count": 0, "samples": []})
+                    o["count"] += len(both)
+                    o["samples"].extend(sorted(both)[: max(0, SAMPLES - len(o["samples"]))])
+
+
+def plan(hub: Hub, wave: str) -> PlanReport:
+    started = time.perf_counter()
+    analysis = _Analysis(hub, wave)
+    runner = WaveRunner(hub, wave, page_hook=analysis.hook)
+    w = runner.wave
+    analysis.connector = hub.engine.build(w.source)
+    try:
+        dry = runner.run(dry_run=True)
+    finally:
+        analysis.connector.close()
+    rep = PlanReport(w.name, w.source, w.root, w.where or (f"ids in {w.ids_file}" if w.ids_file else None),
+                     left_out=list(w.left_out), rejects=dry.rejects, overlaps=analysis.overlaps)
+    for s in dry.streams:
+        sp = StreamPlanReport(s.stream, s.target, s.parent, read=s.read, records=s.selected + s.overlaps,
+                              would_create=s.created, would_match=s.matched, would_update=s.updated,
+                              unchanged=s.unchanged, would_reject=s.rejected, conflicts=s.conflicts,
+                              overlaps_migrated=s.overlaps)
+        sp.unmapped_columns = sorted(analysis.columns.get(s.stream, ()))
+        sp.transform_failures = analysis.failures.get(s.stream, {})
+        keys = analysis.keys.get(s.stream, Counter())
+        dups = {k: n for k, n in keys.items() if n > 1}
+        if dups:
+            key = DUP_KEYS[s.target][0]
+            sp.duplicates = {"key": key, "count": sum(dups.values()) - len(dups),
+                             "samples": sorted(dups, key=lambda k: -dups[k])[:SAMPLES]}
+        rep.streams.append(sp)
+    rep.records = sum(s.records for s in rep.streams)
+    rep.estimate_seconds = round(dry.seconds, 1)
+    rep.seconds = time.perf_counter() - started
+    return rep
