@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
 from hub.activities import relink
 from hub.config import HubConfig
@@ -256,7 +256,18 @@ class SyncEngine:
         target = connector.stream(stream).target
         internal = getattr(connector.config, "internal", None) or ()
         return PageWriter(connector.name, stream, self.mappings.stream(connector.name, kind, stream, target),
-                          self.rules, internal=internal, router=self.router)
+                          self.rules, internal=internal, router=self.router, hold=self._hold(connector.name, stream))
+
+    def _hold(self, name: str, stream: str) -> Callable[[Connection, list[str]], dict[str, str]] | None:
+        """Records of a cut-over migration wave are `crm`'s: a sync of their legacy source skips them."""
+        from state import migration_repo
+        from state.schema import migration_waves as w
+
+        with self.db.connect() as c:
+            cut = c.execute(select(w.c.name).where(w.c.source == name, w.c.state == "cut_over").limit(1)).first()
+        if cut is None:
+            return None
+        return lambda conn, ids: migration_repo.held_ids(conn, name, stream, ids)
 
     def _take_over_from_dead_worker(self, tx: Connection, lease: str) -> bool:
         """A worker on this host that died (kill -9, OOM) leaves its lease until it expires;

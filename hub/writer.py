@@ -10,7 +10,7 @@ by field under the ownership rules (hub.ownership), in memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,10 +100,13 @@ class PageWriter:
     """Maps and writes pages for one (connector instance, stream)."""
 
     def __init__(self, connector: str, stream: str, mapping: StreamMapping, rules: Rules | None = None,
-                 internal: Sequence[str] = (), router: Router | None = None):
+                 internal: Sequence[str] = (), router: Router | None = None,
+                 hold: Callable[[Connection, list[str]], dict[str, str]] | None = None):
         self.connector = connector
         self.stream = stream
         self.mapping = mapping
+        #: external ids this source may no longer write -> why (a migration wave cut over to `crm`)
+        self.hold = hold
         self.entity = mapping.target
         #: per-field source of truth (crmhub.yaml `ownership:` over mappings/ownership.yaml)
         self.rules = rules if rules is not None else load_default_rules()
@@ -279,6 +282,10 @@ class PageWriter:
             return
         conn = batch.conn
         connector, entity = self.connector, self.entity
+        if self.hold is not None:
+            mapped, times, isos = self._drop_held(conn, mapped, times, isos, now, run_id, changes, outcome)
+            if not mapped:
+                return
         links = repos.lookup_links(conn, connector, entity, [r.external_id for r, _m in mapped])
         current = repos.load_entities(conn, self.table, list({eid for eid, _d in links.values()}))
         if self.mapping.references:
@@ -422,6 +429,28 @@ class PageWriter:
         if revived:
             repos.set_links_deleted(conn, connector, entity, revived, None)
         outcome.written += len(rows) + len(created)
+
+    def _drop_held(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], times: list[datetime | None],
+                   isos: list[str | None], now: datetime, run_id: int | None, changes: list[dict[str, Any]],
+                   outcome: PageOutcome) -> tuple[list[tuple[RawRecord, MappedRecord]], list[datetime | None],
+                                                  list[str | None]]:
+        """Records whose migration wave is cut over belong to `crm` now: refused, with a reason."""
+        assert self.hold is not None
+        held = self.hold(conn, [r.external_id for r, _m in mapped])
+        if not held:
+            return mapped, times, isos
+        links = repos.lookup_links(conn, self.connector, self.entity, list(held))
+        keep = [i for i, (r, _m) in enumerate(mapped) if r.external_id not in held]
+        for r, _m in mapped:
+            ext = r.external_id
+            if ext in held:
+                outcome.succeeded_ids.append(ext)
+                if ext in links:
+                    changes.append({"entity": self.entity, "entity_id": links[ext][0], "op": "reject",
+                                    "source": self.connector, "vendor_at": None, "at": now, "run_id": run_id,
+                                    "fields": {"_rejected": {"*": {"rule": "cutover", "reason":
+                                               f"wave {held[ext]} is cut over: crm owns these records"}}}})
+        return [mapped[i] for i in keep], [times[i] for i in keep], [isos[i] for i in keep]
 
     def _route(self, batch: Batch, ents: dict[str, _Entity], now: datetime, run_id: int | None,
                changes: list[dict[str, Any]]) -> None:

@@ -300,4 +300,18 @@ def test_three_waves_from_plan_to_cutover(stack: Stack) -> None:
     with s.hub.db.connect() as c:  # the change log tells the rollback apart from the sources
         assert c.execute(select(func.count()).select_from(change_log).where(
             change_log.c.source == "migrate.amer")).scalar_one() == 500
+
+    # a plain sync of the legacy source (not `migrate delta`) skips the cut-over wave too, and says why
+    engine = s.hub.engine
+    conn = engine.build("legacy")
+    try:
+        synced = engine.run_stream(conn, "contacts", full=True)
+    finally:
+        conn.close()
+    assert synced.status == "ok", synced.error
+    assert _contact(s, "person3@company1.example.com")["title"] != "Edited in legacy after cutover"  # type: ignore[index]
+    with s.hub.db.connect() as c:
+        reasons = [f["_rejected"]["*"]["reason"] for f in c.execute(select(change_log.c.fields).where(
+            change_log.c.op == "reject", change_log.c.source == "legacy")).scalars() if "*" in f.get("_rejected", {})]
+    assert reasons and all(r == "wave emea is cut over: crm owns these records" for r in reasons)
     watch.dispose()
