@@ -47,7 +47,11 @@ class Hub:
             kwargs = {"sleep": self._sleep} if self._sleep is not None else {}
             return SharedBudget(self.db, name, rate, burst, **kwargs)
 
-        return ConnectorFactory(self.cfg, transport=self._transport, sleep=self._sleep, budget_factory=shared,
+        # SQLite is one worker's store, and one writer at a time: a budget shared through it would
+        # wait on the lock a page's own transaction holds (a request made while writing, such as a
+        # Stripe refund's charge look-up), so there each process keeps its own budget
+        shared_budget = shared if self.db.dialect.name != "sqlite" else None
+        return ConnectorFactory(self.cfg, transport=self._transport, sleep=self._sleep, budget_factory=shared_budget,
                                 token_store=self.token_store)
 
     @cached_property

@@ -258,16 +258,22 @@ class SyncEngine:
         return PageWriter(connector.name, stream, self.mappings.stream(connector.name, kind, stream, target),
                           self.rules, internal=internal, router=self.router, hold=self._hold(connector.name, stream))
 
-    def _hold(self, name: str, stream: str) -> Callable[[Connection, list[str]], dict[str, str]] | None:
-        """Records of a cut-over migration wave are `crm`'s: a sync of their legacy source skips them."""
+    def _hold(self, name: str, stream: str) -> Callable[[Connection, list[str]], dict[str, str]]:
+        """Records of a cut-over migration wave are `crm`'s: a sync of their legacy source skips them.
+
+        Asked on the page's own connection, once per writer: a second connection here would wait
+        on the write lock the page holds (SQLite), e.g. when the inbox processor builds a writer."""
         from state import migration_repo
         from state.schema import migration_waves as w
 
-        with self.db.connect() as c:
-            cut = c.execute(select(w.c.name).where(w.c.source == name, w.c.state == "cut_over").limit(1)).first()
-        if cut is None:
-            return None
-        return lambda conn, ids: migration_repo.held_ids(conn, name, stream, ids)
+        cut: list[bool] = []
+
+        def hold(conn: Connection, ids: list[str]) -> dict[str, str]:
+            if not cut:
+                cut.append(conn.execute(select(w.c.name).where(
+                    w.c.source == name, w.c.state == "cut_over").limit(1)).first() is not None)
+            return migration_repo.held_ids(conn, name, stream, ids) if cut[0] else {}
+        return hold
 
     def _take_over_from_dead_worker(self, tx: Connection, lease: str) -> bool:
         """A worker on this host that died (kill -9, OOM) leaves its lease until it expires;
