@@ -250,7 +250,7 @@ class ActivityIngest:
             conn.execute(stmt, changed)
         if replaced:
             for chunk in repos.chunks(replaced):
-                conn.execute(delete(activity_participants).where(activity_participants.c.activity_id.in_(chunk)))
+                conn.execute(delete(activity_participants).where(repos.among(conn, activity_participants.c.activity_id, chunk)))
         batch.insert_rows(activity_participants, part_rows)
         batch.insert_rows(activity_versions, version_rows)
         return out
@@ -264,7 +264,7 @@ class ActivityIngest:
         a = activities.c
         known: set[str] = set()
         for chunk in repos.chunks(keys):
-            known.update(conn.execute(select(a.dedupe_key).where(a.dedupe_key.in_(chunk))).scalars())
+            known.update(conn.execute(select(a.dedupe_key).where(repos.among(conn, a.dedupe_key, chunk))).scalars())
         if not known:
             return new_rows
         dropped = {r["id"] for r in new_rows if r.get("dedupe_key") in known}
@@ -278,7 +278,7 @@ class ActivityIngest:
         out: dict[str, list[tuple[int, str, datetime | None]]] = {}
         for chunk in repos.chunks(ids):
             q = select(v.external_id, v.version, v.digest, v.vendor_updated_at).where(
-                v.source == self.source, v.external_id.in_(chunk))
+                v.source == self.source, repos.among(conn, v.external_id, chunk))
             for ext, ver, digest, at in conn.execute(q):
                 out.setdefault(ext, []).append((ver, digest, at))
         return out
@@ -288,7 +288,7 @@ class ActivityIngest:
         out = {}
         for chunk in repos.chunks(ids):
             q = select(a.id, a.external_id, a.type, a.subject, a.status, a.occurred_at, a.vendor_updated_at).where(
-                a.source == self.source, a.external_id.in_(chunk))
+                a.source == self.source, repos.among(conn, a.external_id, chunk))
             for r in conn.execute(q).mappings():
                 out[r["external_id"]] = dict(r)
         return out
@@ -308,7 +308,7 @@ class ActivityIngest:
         by_phone: dict[str, tuple[str, str | None]] = {}
         for keys, col, target in ((emails, func.lower(c.email), by_email), (phones, c.phone, by_phone)):
             for chunk in repos.chunks(keys):
-                q = (select(col, c.id, c.account_id).where(col.in_(chunk), c.archived_at.is_(None))
+                q = (select(col, c.id, c.account_id).where(repos.among(conn, col, chunk), c.archived_at.is_(None))
                      .order_by(c.created_at.desc(), c.id.desc()))
                 for key, cid, acc in conn.execute(q):
                     target[key] = (cid, acc)  # ordered newest first: the oldest wins, as in hub.identity
@@ -325,7 +325,7 @@ class ActivityIngest:
         ref_contacts = sorted({linked["contact"][x] for x in refs["contact"] if x in linked["contact"]})
         contact_account: dict[str, str | None] = {}
         for chunk in repos.chunks(ref_contacts):
-            contact_account.update(conn.execute(select(c.id, c.account_id).where(c.id.in_(chunk))).all())
+            contact_account.update(conn.execute(select(c.id, c.account_id).where(repos.among(conn, c.id, chunk))).all())
         out: dict[str, tuple[Any, ...]] = {}
         for n in norms:
             matched: list[str | None] = []
@@ -353,7 +353,7 @@ class ActivityIngest:
         open_opps: dict[str, list[str]] = {}
         o = opportunities.c
         for chunk in repos.chunks(need_opp):
-            q = select(o.account_id, o.id, o.stage).where(o.account_id.in_(chunk), o.archived_at.is_(None))
+            q = select(o.account_id, o.id, o.stage).where(repos.among(conn, o.account_id, chunk), o.archived_at.is_(None))
             for acc, oid, stage in conn.execute(q):
                 if not any(w in (stage or "").lower() for w in _CLOSED):
                     open_opps.setdefault(acc, []).append(oid)

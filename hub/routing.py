@@ -191,7 +191,7 @@ class Router:
             ids = sorted({v["account_id"] for _e, v in items if v.get("account_id")})
             found: dict[str, str] = {}
             for chunk in repos.chunks(ids):
-                found.update(conn.execute(select(a.id, a.owner_id).where(a.id.in_(chunk), a.owner_id.is_not(None),
+                found.update(conn.execute(select(a.id, a.owner_id).where(repos.among(conn, a.id, chunk), a.owner_id.is_not(None),
                                                                          a.archived_at.is_(None))).all())
             for eid, v in items:
                 if v.get("account_id") in found:
@@ -204,7 +204,7 @@ class Router:
         for keys, col, target in ((sorted({d for d in domains.values() if d}), func.lower(a.domain), by_domain),
                                   (sorted({n for n in names.values() if n}), func.lower(a.name), by_name)):
             for chunk in repos.chunks(keys):
-                q = (select(col, a.id, a.owner_id).where(col.in_(chunk), a.owner_id.is_not(None),
+                q = (select(col, a.id, a.owner_id).where(repos.among(conn, col, chunk), a.owner_id.is_not(None),
                                                          a.archived_at.is_(None))
                      .order_by(a.created_at.desc(), a.id.desc()))
                 for key, aid, owner in conn.execute(q):

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -88,7 +89,11 @@ def e164(v: Any, region: str | None = None) -> str | None:
     raw = _str(v).strip()
     if not raw:
         return None
-    region = region or DEFAULT_REGION
+    return _e164(raw, region or DEFAULT_REGION)
+
+
+@lru_cache(maxsize=1 << 16)  # the same numbers come back on every call and message of a page
+def _e164(raw: str, region: str) -> str | None:
     s = _PHONE_JUNK.sub("", _PHONE_EXT.sub("", raw))
     if s.startswith("tel:"):
         s = s[4:]

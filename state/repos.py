@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    Text,
     and_,
     any_,
     bindparam,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import NullType
 
 from state.bulk import Batch
 from state.schema import (
@@ -51,7 +53,9 @@ def among(conn: Connection, column: Any, values: Sequence[Any]) -> ColumnElement
     """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter whatever the count, so
     the statement text is the same every page and psycopg prepares it once."""
     if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+        # an expression such as lower(email) has no type of its own: its values are text
+        item = column.type if not isinstance(column.type, NullType) else Text()
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(item)))
     return column.in_(values)
 
 
