@@ -166,15 +166,24 @@ class ActivityIngest:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def write(self, batch: Batch, events: Sequence[ActivityEvent], deleted: Sequence[str], now: datetime) -> IngestOutcome:
+    def prepare(self, ev: ActivityEvent) -> _Norm | dict[str, Any]:
+        """The event normalised (no database: the engine runs this ahead, in its read thread),
+        or the retry-queue failure that says why it cannot be."""
+        try:
+            return self.normalise(ev)
+        except (MappingError, ValueError, TypeError) as err:
+            return {"external_id": ev.external_id, "reason": f"activity rejected: {err}",
+                    "payload": {RETRY_MARK: ev.as_dict()}}
+
+    def write(self, batch: Batch, events: Sequence[ActivityEvent | _Norm], deleted: Sequence[str],
+              now: datetime) -> IngestOutcome:
+        """Events as they come, or already through `prepare`."""
         out = IngestOutcome()
         norms: dict[str, _Norm] = {}
         for ev in events:
-            try:
-                n = self.normalise(ev)
-            except (MappingError, ValueError, TypeError) as err:
-                out.failures.append({"external_id": ev.external_id, "reason": f"activity rejected: {err}",
-                                     "payload": {RETRY_MARK: ev.as_dict()}})
+            n = ev if isinstance(ev, _Norm) else self.prepare(ev)
+            if not isinstance(n, _Norm):
+                out.failures.append(n)
                 continue
             prev = norms.get(n.rec_id)
             # two versions of one item in a page: the later by vendor time is the row's

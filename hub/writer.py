@@ -67,8 +67,9 @@ class Prepared:
     #: ... and as provenance stores it (the vendor's own ISO-8601 UTC text, per the SDK contract)
     isos: list[str | None] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
-    #: an activity stream's events (hub.activities), built by the connector or from the mapping
-    events: list[ActivityEvent] = field(default_factory=list)
+    #: an activity stream's events (hub.activities), built by the connector or from the mapping,
+    #: normalised ahead in the read thread
+    events: list[Any] = field(default_factory=list)
 
 
 class _Entity:
@@ -180,7 +181,12 @@ class PageWriter:
                 prepared.failures.append({"external_id": rec.external_id, "payload": rec.data,
                                           "reason": f"mapping failed: {err}"})
                 continue
-            prepared.events.append(ev)
+            assert self.ingest is not None
+            n = self.ingest.prepare(ev)
+            if isinstance(n, dict):
+                prepared.failures.append(n)
+            else:
+                prepared.events.append(n)
         return prepared
 
     # -- writing ---------------------------------------------------------------------------------

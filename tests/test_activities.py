@@ -179,7 +179,12 @@ def test_refs_attach_by_the_connectors_own_ids_and_bad_events_are_queued(db: Eng
     # the queued payload replays without the connector (retry queue)
     writer = PageWriter("stripe_main", "charges", StreamMapping("charges", "activity", []))
     again = writer.prepare([RawRecord("ch_2", None, out.failures[0]["payload"])])
-    assert again.events[0].external_id == "ch_2" and again.events[0].refs == {"account": "cus_1"}
+    # still unusable: queued again with the same payload and reason
+    assert again.failures == out.failures and not again.events
+    fixed = {**out.failures[0]["payload"]}
+    fixed["__activity__"] = {**fixed["__activity__"], "occurred_at": "2026-11-19T09:00:00Z"}
+    (n,) = writer.prepare([RawRecord("ch_2", None, fixed)]).events
+    assert n.event.external_id == "ch_2" and n.event.refs == {"account": "cus_1"}
 
 
 def test_yaml_mapped_activities_take_the_same_path(db: Engine) -> None:
