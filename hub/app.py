@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -9,10 +10,14 @@ from sqlalchemy import Engine
 
 from hub.config import HubConfig, load_config
 from hub.mapping import Mappings, load_mappings
+from hub.objects import activate
 from hub.registry import ConnectorFactory
 from hub.sync import SyncEngine
 from hub.transforms import set_default_region
+from state.custom import ensure_tables
 from state.db import ensure_schema, make_engine
+
+log = logging.getLogger("crmhub")
 
 if TYPE_CHECKING:
     from hub.auth.store import DbTokenStore
@@ -22,6 +27,7 @@ class Hub:
     def __init__(self, cfg: HubConfig, *, transport: Any = None, sleep: Any = None, db: Engine | None = None):
         self.cfg = cfg
         set_default_region(cfg.identity.default_region)
+        activate(cfg.objects)
         self._transport = transport
         self._sleep = sleep
         self._db = db
@@ -37,6 +43,8 @@ class Hub:
     def ready(self) -> Hub:
         """Check (SQLite: apply) the schema; call before touching the database."""
         ensure_schema(self.db)
+        for done in ensure_tables(self.db):
+            log.info("custom objects: %s", done)
         return self
 
     @cached_property

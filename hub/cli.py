@@ -17,6 +17,7 @@ from hub.auth.cli import auth_app
 from hub.config import ConfigError
 from hub.mapping import MappingLoadError
 from hub.tables import table
+from state.custom import CustomSchemaError
 from state.db import SchemaOutOfDate
 
 app = typer.Typer(help="crmhub: sync vendors into one canonical CRM store.", no_args_is_help=True,
@@ -63,7 +64,7 @@ def _hub(ready: bool = True) -> Iterator[Any]:
         for p in e.problems:
             err.print(f"  - {p}", markup=False)
         raise typer.Exit(2) from None
-    except (MappingLoadError, SchemaOutOfDate) as e:
+    except (MappingLoadError, SchemaOutOfDate, CustomSchemaError) as e:
         err.print(f"[red]error:[/red] {e}", markup=True)
         raise typer.Exit(2) from None
     else:
@@ -364,8 +365,8 @@ def retries_drop(
 
 @app.command()
 def explain(
-    entity: Annotated[str, typer.Argument(help="account, contact, lead or opportunity")],
-    key: Annotated[str, typer.Argument(help="canonical id, email (contact, lead) or domain (account)")],
+    entity: Annotated[str, typer.Argument(help="account, contact, lead, opportunity or a custom object")],
+    key: Annotated[str, typer.Argument(help="canonical id, email (contact, lead), domain (account) or match key (custom object)")],
     field: Annotated[str | None, typer.Argument(help="one field (default: all)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -387,7 +388,7 @@ def explain(
 
 @app.command()
 def merge(
-    entity: Annotated[str, typer.Argument(help="account, contact, lead or opportunity")],
+    entity: Annotated[str, typer.Argument(help="account, contact, lead, opportunity or a custom object")],
     survivor: Annotated[str, typer.Argument(help="canonical id of the record that stays")],
     duplicate: Annotated[str, typer.Argument(help="canonical id of the record merged into it (archived, kept)")],
     as_json: JsonOpt = False,

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from hub.objects import ObjectConfig, check_objects
 from state.db import DEFAULT_SQLITE_URL
 
 __all__ = ["ConfigError", "HubConfig", "SyncSettings", "WaveConfig", "load_config"]
@@ -84,6 +85,8 @@ class HubConfig(BaseModel):
     #: who owns a lead or contact a sync creates (hub.routing; validated there, key by key)
     routing: dict[str, Any] = Field(default_factory=dict)
     identity: IdentitySettings = Field(default_factory=lambda: IdentitySettings())
+    #: custom objects: canonical entities declared here, one typed table each (hub.objects)
+    objects: dict[str, ObjectConfig] = Field(default_factory=dict)
     #: waves of a migration from a legacy source (`crmhub migrate`, docs/migrations.md)
     waves: dict[str, WaveConfig] = Field(default_factory=dict)
     #: where the file came from, for relative paths and messages
@@ -174,10 +177,12 @@ def parse_config(data: Any, source: str = "crmhub.yaml", path: str | None = None
         raise ConfigError(source, ["(top level): must be a mapping of keys such as `database:` and `connectors:`"])
     problems: list[str] = []
     data = _substitute(data, "", problems)
+    problems.extend(check_objects(data.get("objects")))
     try:
         cfg = HubConfig.model_validate({**data, "path": path})
     except ValidationError as err:
-        problems.extend(format_validation_error(err))
+        said = {p.split(":", 1)[0] for p in problems}  # a key already reported is not reported twice
+        problems.extend(p for p in format_validation_error(err) if p.split(":", 1)[0] not in said)
         raise ConfigError(source, problems) from None
     if problems:
         raise ConfigError(source, problems)

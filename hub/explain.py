@@ -17,9 +17,10 @@ from rich.markup import escape
 from sqlalchemy import Engine, func, select
 from sqlalchemy import Table as SqlTable
 
-from hub.identity import norm_domain, norm_email
+from hub.identity import MATCH_KEYS, norm_domain, norm_email, norm_name
 from hub.merge import merged_ids
 from hub.ownership import Rules
+from state.custom import defined
 from state.schema import ENTITY_TABLES, change_log
 
 __all__ = ["ExplainError", "explain_doc", "find_entity", "render"]
@@ -66,6 +67,9 @@ def find_entity(db: Engine, entity: str, key: str) -> tuple[dict[str, Any], str 
         elif "domain" in t.c and "." in key and (domain := norm_domain(key)) is not None:
             by = "domain"
             rows = [dict(r) for r in c.execute(select(t).where(func.lower(t.c.domain) == domain)).mappings()]
+        elif entity in defined() and entity in MATCH_KEYS and (v := norm_name(key)) is not None:
+            by = MATCH_KEYS[entity][0].field  # a custom object's first match key
+            rows = [dict(r) for r in c.execute(select(t).where(func.lower(t.c[by]) == v)).mappings()]
     best = _oldest_live(rows)
     if best is None:
         how = "id" if by is None else f"id or {by}"

@@ -23,8 +23,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from hub.identity import MATCH_KEYS
 from hub.ownership import Merger, Rules
 from state import repos
+from state.custom import referrers
 from state.schema import (
     ENTITY_TABLES,
     activities,
@@ -116,7 +118,7 @@ def merge_records(conn: Connection, rules: Rules, entity: str, survivor_id: str,
         external_links.c.entity == entity, external_links.c.entity_id == duplicate_id).values(
         entity_id=survivor_id)).rowcount or 0
     repointed = 0
-    for table, col in _REFERRERS[entity]:
+    for table, col in [*_REFERRERS.get(entity, []), *referrers(entity)]:
         repointed += conn.execute(update(table).where(table.c[col] == duplicate_id).values(
             {col: survivor_id})).rowcount or 0
     conn.execute(update(t).where(t.c.id == duplicate_id).values(
@@ -155,6 +157,8 @@ def merged_ids(conn: Connection, entity: str, eid: str) -> list[str]:
 def duplicates(conn: Connection, entity: str, limit: int = 100) -> list[dict[str, Any]]:
     """Groups of live records sharing their match key (oldest first in each group)."""
     key = _MATCH.get(entity)
+    if key is None and entity in MATCH_KEYS:  # a custom object's first match key
+        key = MATCH_KEYS[entity][0].field
     if key is None:
         return []
     t = ENTITY_TABLES[entity]

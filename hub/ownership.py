@@ -71,6 +71,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from hub.config import ConfigError
+from state.schema import ENTITY_TABLES
 
 __all__ = [
     "DEFAULT_RULE",
@@ -89,6 +90,11 @@ __all__ = [
 ]
 
 ENTITIES = ("account", "contact", "lead", "opportunity")
+
+
+def entity_names() -> tuple[str, ...]:
+    """The built-in entities and the custom objects of the config in use (hub.objects)."""
+    return tuple(ENTITY_TABLES)
 RULE_NAMES = ("owner", "priority", "most_recent", "fill_empty")
 RuleName = Literal["owner", "priority", "most_recent", "fill_empty"]
 
@@ -245,9 +251,10 @@ def parse_rules(data: Mapping[str, Any] | None, source: str = "crmhub.yaml", *,
                             "for example `contact.phone` or `contact.*`")
             continue
         entity, field = m.groups()
-        if entity not in ENTITIES:
-            close = difflib.get_close_matches(entity, ENTITIES, n=1)
-            hint = f"`{close[0]}.{field}`" if close else "one of " + ", ".join(ENTITIES)
+        names = entity_names()
+        if entity not in names:
+            close = difflib.get_close_matches(entity, names, n=1)
+            hint = f"`{close[0]}.{field}`" if close else "one of " + ", ".join(names)
             problems.append(f"{where}: unknown entity {entity!r}. Fix: use {hint}")
             continue
         if fields is not None and field != "*" and entity in fields and field not in fields[entity]:
@@ -396,8 +403,8 @@ class Merger:
     """
 
     def __init__(self, rules: Rules, entity: str):
-        if entity not in ENTITIES:
-            raise ValueError(f"unknown entity {entity!r}: use one of {', '.join(ENTITIES)}")
+        if entity not in ENTITY_TABLES:
+            raise ValueError(f"unknown entity {entity!r}: use one of {', '.join(ENTITY_TABLES)}")
         self.rules = rules
         self.entity = entity
         #: field -> (code, rule name, owner, ranks, rejection reason for non-owners)
