@@ -245,3 +245,26 @@ def test_tables_follow_the_config_additively(db_url: str) -> None:
             c.execute(text(f"DROP TABLE IF EXISTS {'crm.' if schema else ''}obj_gadget"))
         eng.dispose()
         activate({})
+
+
+def test_a_wave_brings_its_accounts_custom_records_along_and_rolls_them_back(setup: tuple[Path, Path, str]) -> None:
+    cfg, _export, url = setup
+    doc = yaml.safe_load(cfg.read_text())
+    doc["waves"] = {"acme": {"source": "billing", "root": "accounts", "ids_file": "acme.txt"},
+                    "globex": {"source": "billing", "root": "accounts", "ids_file": "globex.txt"}}
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    (cfg.parent / "acme.txt").write_text("1\n", encoding="utf-8")
+    (cfg.parent / "globex.txt").write_text("2\n", encoding="utf-8")
+    res = _cli(cfg, "migrate", "plan", "acme", "--json")
+    assert res.exit_code == 0, res.output
+    counts = {s["stream"]: (s["target"], s["records"]) for s in json.loads(res.stdout)["streams"]}
+    assert counts == {"accounts": ("account", 1), "subscriptions": ("subscription", 2)}, counts
+    for wave in ("acme", "globex"):
+        res = _cli(cfg, "migrate", "run", wave)
+        assert res.exit_code == 0, res.output
+    assert set(_rows(url)) == {"SUB-001", "SUB-002", "SUB-003"}
+    res = _cli(cfg, "migrate", "verify", "acme")
+    assert res.exit_code == 0, res.output
+    res = _cli(cfg, "migrate", "rollback", "acme")
+    assert res.exit_code == 0, res.output
+    assert set(_rows(url)) == {"SUB-003"}  # globex's subscription stays
