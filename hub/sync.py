@@ -301,7 +301,7 @@ class SyncEngine:
                                                 page.next_cursor, result, lease, retries_open, page.requests)
                     retries_open = retries_open or bool(outcome.failures)
                     if result.pages in ANALYZE_AT:
-                        repos.refresh_statistics(self.db, writer.tables())
+                        repos.refresh_statistics(self.db, writer.tables(), result.read)
                     cursor = page.next_cursor
                     result.cursor = cursor
                     if progress:

@@ -167,13 +167,27 @@ def linked_systems(conn: Connection, entity: str, entity_ids: Sequence[str]) -> 
     return out
 
 
-def refresh_statistics(engine: Engine, tables: Sequence[Table]) -> None:
-    """ANALYZE on PostgreSQL (outside the page transaction); SQLite plans well without it."""
+def refresh_statistics(engine: Engine, tables: Sequence[Table], rows: int = 0) -> None:
+    """ANALYZE on PostgreSQL (outside the page transaction); SQLite plans well without it.
+
+    Only the tables the planner thinks smaller than `rows` (what this run has written so far),
+    or never analysed: a table that already held many rows plans well, and analysing it again
+    samples 30,000 rows for nothing (measured 0.9 s of an 11.6 s merge run). The change log is
+    never read on the sync path: it is left to autovacuum.
+    """
     if engine.dialect.name != "postgresql":
         return
-    names = ", ".join(sorted({f"{t.schema}.{t.name}" for t in tables}))
+    wanted = sorted({f"{t.schema}.{t.name}" for t in tables if t is not change_log})
+    if not wanted:
+        return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.exec_driver_sql(f"ANALYZE {names}")
+        est = dict(c.exec_driver_sql(
+            "SELECT n.nspname || '.' || c.relname, c.reltuples FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = ANY(%(names)s)",
+            {"names": wanted}).all())
+        stale = [n for n in wanted if est.get(n, -1) < max(rows, 1)]
+        if stale:
+            c.exec_driver_sql(f"ANALYZE {', '.join(stale)}")
 
 
 def relax_commits(conn: Connection) -> bool:

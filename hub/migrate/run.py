@@ -275,7 +275,7 @@ class WaveRunner:
                 self._page(conn, connector, writer, sp, page, records, dups, prepared, mode, pass_no, run_id, rep)
                 last = page.next_cursor
                 if not self.dry and mode == "run" and rep.pages in ANALYZE_AT:
-                    repos.refresh_statistics(self.db, [*writer.tables(), migration_items])
+                    repos.refresh_statistics(self.db, [*writer.tables(), migration_items], rep.read)
                 if self.progress:
                     self.progress(rep)
         except (FatalError, RetriableError, CursorExpired, MigrateError) as exc:
