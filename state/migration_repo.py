@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, and_, case, delete, func, literal, select, update
 
 from state.bulk import Batch
 from state.repos import among, chunks
@@ -25,6 +25,7 @@ __all__ = [
     "item_counts",
     "items_for",
     "list_waves",
+    "mark_deleted",
     "page_items",
     "reject_counts",
     "rejects",
@@ -34,7 +35,7 @@ __all__ = [
     "wave_run_ids",
 ]
 
-ITEM_UPDATE = ("entity_id", "checksum", "pass_no", "written_at")
+ITEM_UPDATE = ("entity_id", "checksum", "pass_no", "written_at", "deleted_at")
 
 
 # -- waves ---------------------------------------------------------------------------------------
@@ -91,13 +92,22 @@ def delete_items(conn: Connection, source: str, stream: str, legacy_ids: Sequenc
 
 
 def item_counts(conn: Connection, wave: str) -> dict[str, dict[str, int]]:
-    """stream -> action -> count."""
+    """stream -> action -> count of the wave's live records; legacy deletes it applied as `deleted`."""
     t = migration_items
     out: dict[str, dict[str, int]] = {}
-    q = select(t.c.stream, t.c.action, func.count()).where(t.c.wave == wave).group_by(t.c.stream, t.c.action)
+    gone = case((t.c.deleted_at.is_(None), t.c.action), else_=literal("deleted"))
+    q = select(t.c.stream, gone, func.count()).where(t.c.wave == wave).group_by(t.c.stream, gone)
     for stream, action, n in conn.execute(q):
         out.setdefault(stream, {})[action] = int(n)
     return out
+
+
+def mark_deleted(conn: Connection, source: str, stream: str, legacy_ids: Sequence[str], at: datetime) -> None:
+    """The legacy records are gone: their crosswalk rows say since when."""
+    t = migration_items
+    for part in chunks(legacy_ids):
+        conn.execute(update(t).where(t.c.source == source, t.c.stream == stream, t.c.legacy_id.in_(part))
+                     .values(deleted_at=at))
 
 
 # -- rejected rows -------------------------------------------------------------------------------

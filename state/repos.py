@@ -181,7 +181,7 @@ def refresh_statistics(engine: Engine, tables: Sequence[Table], rows: int = 0) -
     if not wanted:
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        est = dict(c.exec_driver_sql(
+        est: dict[str, float] = dict(c.exec_driver_sql(
             "SELECT n.nspname || '.' || c.relname, c.reltuples FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = ANY(%(names)s)",
             {"names": wanted}).all())

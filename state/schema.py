@@ -406,6 +406,9 @@ migration_items = Table(
     Column("checksum", String(32), nullable=False),
     Column("pass_no", Integer, nullable=False),
     Column("written_at", TS, nullable=False),
+    #: a legacy delete `migrate delta` applied (the record unlinked, archived by the rules); the
+    #: action stays, so a rollback still knows what the wave did. Cleared if the record comes back.
+    Column("deleted_at", TS),
     PrimaryKeyConstraint("source", "stream", "legacy_id"),
     Index("ix_migration_items_wave_stream", "wave", "stream"),
     Index("ix_migration_items_entity_entity_id", "entity", "entity_id"),

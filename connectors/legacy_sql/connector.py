@@ -13,7 +13,9 @@ Cursor (opaque to the engine)::
 `since` of a load is the table's newest `updated_at` when the load started: the delta that
 follows starts there (inclusive), so a row changed while the load ran is read again rather
 than missed; the writer absorbs the repeat. Rows whose `updated_at` is NULL are only read by
-full loads. Legacy deletes are not detected (a legacy table keeps no tombstones).
+full loads. Deletes: a stream's `deleted:` column marks soft-deleted rows, reported as the page's
+deletes in either phase; rows gone from the table (hard deletes) are found by `migrate delta`,
+which asks `existing()` which of a wave's migrated ids are still there.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -71,13 +73,16 @@ class StreamTable(BaseModel):
     target: str | None = None
     #: a standing filter on every read of this stream (SQL, the legacy database's dialect)
     where: str | None = None
+    #: a soft-delete column (`is_deleted`, `deleted_at`): a row holding anything but NULL, 0, false
+    #: or '' there is reported as deleted, not as a record
+    deleted: str | None = None
 
     @field_validator("table")
     @classmethod
     def _table(cls, v: str) -> str:
         return _identifier(v, "table")
 
-    @field_validator("key", "updated_at")
+    @field_validator("key", "updated_at", "deleted")
     @classmethod
     def _column(cls, v: str | None) -> str | None:
         return None if v is None else _identifier(v, "column")
@@ -117,6 +122,14 @@ class LegacySqlConfig(ConnectorConfig):
                 raise ValueError(f"stream {name!r} has no `target:` and its name does not imply one. "
                                  f"Fix: add `target: account|contact|lead|opportunity|activity` to it")
         return v
+
+
+def _flagged(spec: StreamTable, row: dict[str, Any]) -> bool:
+    """Whether the row is soft-deleted by its stream's `deleted` column."""
+    if spec.deleted is None:
+        return False
+    v = row.get(spec.deleted)
+    return v is not None and v not in (0, False, "", "0")
 
 
 def read_only_engine(url: str, **kwargs: Any) -> Engine:
@@ -245,7 +258,8 @@ class LegacySqlConnector(Connector):
                     cur = {"phase": "load", "after": None, "since": None}
                     continue
                 rows = self._delta_page(spec, cur.get("since"), cur.get("after"))
-            records = [self._record(spec, r) for r in rows]
+            gone = [str(r[spec.key]) for r in rows if _flagged(spec, r)]
+            records = [self._record(spec, r) for r in rows if not gone or not _flagged(spec, r)]
             nxt = dict(cur)
             if rows:
                 last = rows[-1]
@@ -255,10 +269,27 @@ class LegacySqlConnector(Connector):
             if len(rows) < self.cfg.page_size:
                 if cur["phase"] == "load":
                     nxt = {"phase": "delta", "since": cur.get("since"), "after": None}
-                yield Page(records=records, next_cursor=nxt)
+                yield Page(records=records, deleted=gone, next_cursor=nxt)
                 return
-            yield Page(records=records, next_cursor=nxt)
+            yield Page(records=records, deleted=gone, next_cursor=nxt)
             cur = nxt
+
+    def existing(self, stream: str, external_ids: Sequence[str]) -> set[str] | None:
+        """The ids whose row is still in the table and not soft-deleted (one keyed read)."""
+        spec = self._spec(stream)
+        if not external_ids:
+            return set()
+        k = self._q(spec.key)
+        cols = k + (f", {self._q(spec.deleted)}" if spec.deleted else "")
+        sql = text(f"SELECT {cols} FROM {self._q(spec.table)} WHERE {k} IN :ids").bindparams(
+            bindparam("ids", expanding=True))
+        try:
+            with self._conn() as c:
+                rows = [dict(r) for r in c.execute(sql, {"ids": list(external_ids)}).mappings()]
+        except SQLAlchemyError as e:
+            orig = getattr(e, "orig", None)
+            raise FatalError(f"{self.name}: legacy query failed: {type(orig or e).__name__}: {orig or e}") from None
+        return {str(r[spec.key]) for r in rows if not _flagged(spec, r)}
 
     @staticmethod
     def _raw_time(v: Any) -> Any:

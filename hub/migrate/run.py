@@ -47,6 +47,8 @@ REPORT_REJECTS = 50
 #: pages of a stream after which the planner statistics are refreshed (PostgreSQL): a crosswalk or
 #: link table that grew from empty is otherwise planned as tiny, and every look-up scans it
 ANALYZE_AT = frozenset({1, 4, 40, 400, 4000})
+#: crosswalk rows per existence check of a delta's hard-delete sweep
+SWEEP_PAGE = 1000
 
 
 def utcnow() -> datetime:
@@ -82,6 +84,7 @@ class StreamReport:
     rejected: int = 0
     overlaps: int = 0  # in this wave's selection, but already migrated by another wave
     held: int = 0  # in a cut-over wave: crm owns them, the source no longer writes them
+    deleted: int = 0  # deleted in the source (a soft-delete flag, or gone): unlinked, archived by the rules
     pages: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -278,6 +281,8 @@ class WaveRunner:
                     repos.refresh_statistics(self.db, [*writer.tables(), migration_items], rep.read)
                 if self.progress:
                     self.progress(rep)
+            if mode == "delta" and not self.dry and w.name not in self.cutover_waves:
+                self._sweep(conn, connector, writer, sp, run_id, rep)
         except (FatalError, RetriableError, CursorExpired, MigrateError) as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         rep.status, rep.error = status, error
@@ -330,10 +335,14 @@ class WaveRunner:
             batch = Batch(conn)
             items: list[dict[str, Any]] = []
             written = 0
-            if keep:
+            gone = self._deletes(conn, sp, page.deleted)
+            if keep or gone:
                 prepared = _only(prepared_all, {r.external_id for r in keep})
-                outcome = writer.write(batch, prepared, [], now, run_id)
+                outcome = writer.write(batch, prepared, gone, now, run_id)
                 batch.flush()
+                if gone:
+                    mrepo.mark_deleted(conn, w.source, sp.name, gone, now)
+                    rep.deleted += len(gone)
                 written = outcome.written
                 for f in outcome.failures:
                     reject(f["external_id"], f["reason"], f.get("payload"))
@@ -356,6 +365,44 @@ class WaveRunner:
             except repos.LeaseLostError:
                 raise MigrateError(f"the lease of wave {w.name} was lost to another worker") from None
         rep.pages += 1
+
+    def _deletes(self, conn: Connection, sp: StreamPlan, deleted: list[str]) -> list[str]:
+        """Of the source's deletes, the records this wave migrated and still holds live (not those
+        of a cut-over wave: crm owns them, and a legacy delete no longer reaches them)."""
+        if not deleted or self.dry or self.wave.name in self.cutover_waves:
+            return []
+        items = mrepo.items_for(conn, self.wave.source, sp.name, deleted)
+        return [x for x, it in items.items() if it["wave"] == self.wave.name and it.get("deleted_at") is None]
+
+    def _sweep(self, conn: Connection, connector: Connector, writer: PageWriter, sp: StreamPlan, run_id: int,
+               rep: StreamReport) -> None:
+        """Hard deletes: the wave's live records whose legacy row is gone. The crosswalk is read in
+        keyset pages and the source asked which of each page still exist (`Connector.existing`),
+        so memory stays flat however large the wave; one transaction per page, as everywhere."""
+        after: str | None = None
+        while True:
+            with self._page_tx(conn):
+                page = mrepo.page_items(conn, self.wave.name, sp.name, after, SWEEP_PAGE)
+            if not page:
+                return
+            after = page[-1]["legacy_id"]
+            live = [it["legacy_id"] for it in page if it.get("deleted_at") is None]
+            if not live:
+                continue
+            present = connector.existing(sp.name, live)
+            if present is None:
+                return  # the connector cannot tell
+            missing = [x for x in live if x not in present]
+            if missing:
+                now = self.clock()
+                with self._page_tx(conn):
+                    if not repos.renew_lease(conn, self.lease, self.worker, now, self.lease_ttl):
+                        raise MigrateError(f"the lease of wave {self.wave.name} was lost to another worker")
+                    batch = Batch(conn)
+                    writer.write(batch, Prepared(), missing, now, run_id)
+                    batch.flush()
+                    mrepo.mark_deleted(conn, self.wave.source, sp.name, missing, now)
+                rep.deleted += len(missing)
 
     def select(self, conn: Connection, connector: Connector, sp: StreamPlan,
                 records: list[RawRecord], mode: str) -> list[RawRecord]:
@@ -399,7 +446,8 @@ class WaveRunner:
             ids = {ext: eid for ext, eid in conn.execute(q)}
             rep.created += len(ids)
             return [{"source": w.source, "stream": sp.name, "legacy_id": ext, "wave": w.name, "entity": "activity",
-                     "entity_id": eid, "action": "created", "checksum": "", "pass_no": pass_no, "written_at": now}
+                     "entity_id": eid, "action": "created", "checksum": "", "pass_no": pass_no, "written_at": now,
+                     "deleted_at": None}
                     for ext, eid in ids.items()]
         links = repos.lookup_links(conn, w.source, sp.target, ok_ids)
         eids = [links[x][0] for x in ok_ids if x in links]
@@ -430,7 +478,7 @@ class WaveRunner:
             values = rows[eid] if eid in rows else (mapped.get(ext) or {})
             out.append({"source": w.source, "stream": sp.name, "legacy_id": ext, "wave": w.name, "entity": sp.target,
                         "entity_id": eid, "action": action, "checksum": checksum(values, fields),
-                        "pass_no": pass_no, "written_at": now})
+                        "pass_no": pass_no, "written_at": now, "deleted_at": None})
         return out
 
 

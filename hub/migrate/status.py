@@ -26,7 +26,7 @@ def status(hub: Hub) -> list[dict[str, Any]]:
                 "root": r.get("root") or (cfg.root if cfg else None),
                 "state": r.get("state") or "planned",
                 "in_config": cfg is not None,
-                "records": {s: sum(a.values()) for s, a in counts.items()},
+                "records": {s: sum(n for k, n in a.items() if k != "deleted") for s, a in counts.items()},
                 "actions": counts,
                 "rejected": mrepo.reject_counts(conn, name) if r else {},
                 "last_run_at": r.get("last_run_at"),

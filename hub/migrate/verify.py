@@ -84,7 +84,8 @@ def verify(hub: Hub, wave: str, *, sample: int = 20, clock: Callable[[], datetim
                         chosen = runner.select(conn, connector, sp, list(recs.values()), "delta")
                         seen += _compare(conn, w.source, w.name, sp, chosen, known, chk, rep, sample)
                 with conn.begin():
-                    chk.crosswalk = sum(mrepo.item_counts(conn, w.name).get(sp.name, {}).values())
+                    chk.crosswalk = sum(n for a, n in mrepo.item_counts(conn, w.name).get(sp.name, {}).items()
+                                        if a != "deleted")  # a legacy delete applied is not gone unseen
                 chk.gone_from_source = max(0, chk.crosswalk - seen)
                 if chk.mismatched or chk.missing or chk.gone_from_source:
                     rep.ok = False

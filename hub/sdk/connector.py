@@ -96,6 +96,11 @@ class Connector(ABC):
         from it loses nothing. Raise `CursorExpired` when the vendor rejects `cursor`.
         """
 
+    def existing(self, stream: str, external_ids: Sequence[str]) -> set[str] | None:
+        """Which of `external_ids` the source still holds (live: not soft-deleted), or None when
+        it cannot tell. `migrate delta` asks it to find hard deletes: rows gone without a trace."""
+        return None
+
     def write(self, stream: str, changes: Sequence[dict[str, Any]]) -> list[WriteResult]:
         """Write canonical changes to the vendor; per-record failures are results."""
         raise NotImplementedError(f"{self.kind} does not write {stream}")
