@@ -7,7 +7,8 @@
 The legacy CRM holds `contacts` people and one company per ten of them (connectors/legacy_sql/
 sandbox.py), or the same as CSV exports; the wave takes them all. Each command runs as its own
 `python -m hub.cli` process; the figures are its wall clock and its own peak RSS. `delta` runs
-after `--changes` legacy people were edited. Targets (issue 8): run >= 20,000 records/s, verify
+after `--changes` legacy people were edited; then (SQL sources) 100 people are deleted outright
+and `delta --deletes` sweeps the wave for them. Targets (issue 8): run >= 20,000 records/s, verify
 >= 50,000 records/s, delta after 1,000 changes < 5 s, peak RSS <= 150 MB and flat as N grows.
 """
 
@@ -132,6 +133,14 @@ def main() -> None:
     out["delta_seconds"] = round(d.seconds, 2)
     out["delta_updated"] = sum(s["updated"] for s in d.output["streams"])
     out["delta_peak_rss_mb"] = round(d.peak_rss_mb)
+    if a.source != "csv":  # the hard-delete sweep (`delta --deletes`): a keyed read per 1,000 of the wave's ids
+        with eng.begin() as c:
+            c.execute(people.delete().where(people.c.id <= 100))
+        eng.dispose()
+        s = run_cli(["migrate", "delta", "all", "--deletes", "--json"], config)
+        out["delta_deletes_seconds"] = round(s.seconds, 2)
+        out["delta_deletes_found"] = sum(x["deleted"] for x in s.output["streams"])
+        out["delta_deletes_peak_rss_mb"] = round(s.peak_rss_mb)
     print(json.dumps(out))
 
 

@@ -76,10 +76,14 @@ def upsert_items(batch: Batch, rows: list[dict[str, Any]]) -> None:
     batch.insert_rows(migration_items, rows, conflict=["source", "stream", "legacy_id"], update=ITEM_UPDATE)
 
 
-def page_items(conn: Connection, wave: str, stream: str, after: str | None, limit: int) -> list[dict[str, Any]]:
-    """The wave's crosswalk rows of one stream, in legacy-id order, after `after` (keyset)."""
+def page_items(conn: Connection, wave: str, stream: str, after: str | None, limit: int,
+               source: str | None = None) -> list[dict[str, Any]]:
+    """The wave's crosswalk rows of one stream, in legacy-id order, after `after` (keyset).
+    With `source` (the wave's), each page is a range scan of the primary key, not a sort."""
     t = migration_items
     q = select(t).where(t.c.wave == wave, t.c.stream == stream)
+    if source is not None:
+        q = q.where(t.c.source == source)
     if after is not None:
         q = q.where(t.c.legacy_id > after)
     return [dict(r) for r in conn.execute(q.order_by(t.c.legacy_id).limit(limit)).mappings()]

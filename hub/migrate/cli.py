@@ -177,12 +177,15 @@ def run_cmd(ctx: typer.Context, wave: WaveArg, dry_run: Annotated[bool, typer.Op
 
 
 @migrate_app.command("delta")
-def delta_cmd(ctx: typer.Context, wave: WaveArg, as_json: JsonOpt = False) -> None:
-    """Bring over what changed in the source since WAVE's last run or delta."""
+def delta_cmd(ctx: typer.Context, wave: WaveArg, as_json: JsonOpt = False,
+              deletes: Annotated[bool, typer.Option("--deletes", help="also find rows deleted from the legacy "
+                                                    "tables (reads every id of the wave: run it less often)")] = False,
+              ) -> None:
+    """Bring over what changed in the source since WAVE's last run or delta (soft deletes included)."""
     from hub.migrate.run import WaveRunner
 
     with _hub(ctx) as h:
-        rep = WaveRunner(h, wave).delta()
+        rep = WaveRunner(h, wave).delta(deletes=deletes)
         if as_json:
             _dump(rep.as_dict())
         else:

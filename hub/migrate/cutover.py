@@ -47,7 +47,7 @@ def cutover(hub: Hub, wave: str, *, force: bool = False,
         state = row["state"] if row else "never run"
         raise MigrateError(f"wave {wave} is {state}: only a migrated wave can be cut over. "
                            f"Fix: crmhub migrate run {wave}")
-    d = WaveRunner(hub, wave).delta()
+    d = WaveRunner(hub, wave).delta(deletes=True)  # the last one misses nothing, hard deletes included
     rep.delta = d.as_dict()
     if d.status != "ok":
         rep.reason = "the last delta did not finish: " + "; ".join(

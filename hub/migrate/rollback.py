@@ -91,7 +91,7 @@ def rollback(hub: Hub, wave: str, *, force: bool = False, clock: Callable[[], da
         for sp in streams:
             while True:
                 with conn.begin():
-                    items = mrepo.page_items(conn, w.name, sp.name, None, PAGE)
+                    items = mrepo.page_items(conn, w.name, sp.name, None, PAGE, w.source)
                     if not items:
                         break
                     _plan_page(conn, w.source, sp, items, run_ids, rep, max_listed, apply=True, force=force,

@@ -142,13 +142,17 @@ class WaveRunner:
         self.lease = f"migrate:{self.wave.name}"
         self.lease_ttl = timedelta(seconds=hub.cfg.sync.lease_ttl_seconds)
         self.dry = False
+        self.sweep = False  # a delta also looks for hard deletes (delta(deletes=True))
 
     # -- entry points ------------------------------------------------------------------------------
 
     def run(self, *, dry_run: bool = False) -> RunReport:
         return self._go("run", dry_run)
 
-    def delta(self, *, dry_run: bool = False) -> RunReport:
+    def delta(self, *, dry_run: bool = False, deletes: bool = False) -> RunReport:
+        """What changed since the last run or delta; with `deletes`, also sweep for rows gone from the
+        source (hard deletes: one keyed read per 1,000 of the wave's records, so opt-in)."""
+        self.sweep = deletes
         return self._go("delta", dry_run)
 
     # -- the frame ---------------------------------------------------------------------------------
@@ -281,7 +285,7 @@ class WaveRunner:
                     repos.refresh_statistics(self.db, [*writer.tables(), migration_items], rep.read)
                 if self.progress:
                     self.progress(rep)
-            if mode == "delta" and not self.dry and w.name not in self.cutover_waves:
+            if mode == "delta" and self.sweep and not self.dry and w.name not in self.cutover_waves:
                 self._sweep(conn, connector, writer, sp, run_id, rep)
         except (FatalError, RetriableError, CursorExpired, MigrateError) as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -382,7 +386,7 @@ class WaveRunner:
         after: str | None = None
         while True:
             with self._page_tx(conn):
-                page = mrepo.page_items(conn, self.wave.name, sp.name, after, SWEEP_PAGE)
+                page = mrepo.page_items(conn, self.wave.name, sp.name, after, SWEEP_PAGE, self.wave.source)
             if not page:
                 return
             after = page[-1]["legacy_id"]
