@@ -125,6 +125,7 @@ def _join(group: list[tuple[Page, Prepared]]) -> tuple[Page, Prepared]:
         out.read += prep.read
         out.failures.extend(prep.failures)
         out.events.extend(prep.events)
+        out.event_ids.extend(prep.event_ids)
         for item, t, iso in zip(prep.mapped, prep.times, prep.isos, strict=True):
             ext = item[0].external_id
             if ext in last:  # read twice: keep the later version, in the earlier place

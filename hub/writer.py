@@ -70,6 +70,8 @@ class Prepared:
     #: an activity stream's events (hub.activities), built by the connector or from the mapping,
     #: normalised ahead in the read thread
     events: list[Any] = field(default_factory=list)
+    #: the raw record each event came from (a page is filtered by record, as in a migration wave)
+    event_ids: list[str] = field(default_factory=list)
 
 
 class _Entity:
@@ -187,6 +189,7 @@ class PageWriter:
                 prepared.failures.append(n)
             else:
                 prepared.events.append(n)
+                prepared.event_ids.append(rec.external_id)
         return prepared
 
     # -- writing ---------------------------------------------------------------------------------

@@ -448,7 +448,9 @@ class WaveRunner:
             q = select(activities.c.external_id, activities.c.id).where(
                 activities.c.source == w.source, activities.c.external_id.in_(ok_ids))
             ids = {ext: eid for ext, eid in conn.execute(q)}
-            rep.created += len(ids)
+            new = sum(1 for ext in ids if ext not in existing)
+            rep.created += new  # an activity seen before is appended once: a new version at most
+            rep.unchanged += len(ids) - new
             return [{"source": w.source, "stream": sp.name, "legacy_id": ext, "wave": w.name, "entity": "activity",
                      "entity_id": eid, "action": "created", "checksum": "", "pass_no": pass_no, "written_at": now,
                      "deleted_at": None}
@@ -512,6 +514,10 @@ def _only(prepared: Prepared, ids: set[str]) -> Prepared:
             out.mapped.append(pair)
             out.times.append(t)
             out.isos.append(iso)
+    for ev, rid in zip(prepared.events, prepared.event_ids, strict=True):  # an activity stream's
+        if rid in ids:
+            out.events.append(ev)
+            out.event_ids.append(rid)
     out.failures = [f for f in prepared.failures if f["external_id"] in ids]
     return out
 
