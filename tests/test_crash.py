@@ -104,7 +104,10 @@ def _write_config(workdir: Path, db_url: str, sandbox_url: str) -> Path:
             "kind": "hubspot", "base_url": sandbox_url, "auth": {"token": TOKEN},
             "streams": ["companies", "contacts"], "requests_per_second": 100_000, "search_lag_ms": 0,
         }},
-        "sync": {"lease_ttl_seconds": LEASE_TTL},
+        # commits of ~300 records (three vendor pages): the companies load is several commits, so
+        # a kill point in it always has commits after it (with 1,000 a late point could only be
+        # seen at the last commit, and the kill landed after the stream had finished)
+        "sync": {"lease_ttl_seconds": LEASE_TTL, "commit_records": 250},
     }
     path = workdir / "crmhub.yaml"
     path.write_text(json.dumps(cfg))  # JSON is YAML
