@@ -79,7 +79,7 @@ def main() -> None:
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--source", choices=["sqlite", "mariadb", "csv"], default="sqlite")
     p.add_argument("--changes", type=int, default=1000)
-    p.add_argument("--page-size", type=int, default=5000)
+    p.add_argument("--page-size", type=int, default=1000)  # the connector default: 5,000 is ~4% faster, 200 MB
     a = p.parse_args()
     companies = max(1, a.contacts // PER_COMPANY)
     workdir = Path(tempfile.mkdtemp(prefix="crmhub-migrate-bench-"))
