@@ -53,6 +53,16 @@ def _canonical_counts(hub: Hub) -> tuple[int, int]:
                 c.execute(select(func.count()).select_from(contacts)).scalar_one())
 
 
+def _hub(doc: dict[str, Any], tmp_path: Path) -> Iterator[Hub]:
+    cfg = tmp_path / "crmhub.yaml"
+    cfg.write_text(json.dumps(doc))
+    hub = Hub(parse_config(doc, path=str(cfg)), sleep=lambda _s: None).ready()
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
 @pytest.fixture
 def hubspot(db_url: str, tmp_path: Path) -> Iterator[Hub]:
     store = HubSpotStore(contacts=60, companies=12, deals=0, engagements=0)
@@ -63,13 +73,7 @@ def hubspot(db_url: str, tmp_path: Path) -> Iterator[Hub]:
             "waves": {"picked": {"source": "hubspot_main", "root": "companies", "ids_file": "picked.txt"},
                       "by_industry": {"source": "hubspot_main", "root": "companies",
                                       "where": "properties_industry IS NOT NULL AND properties_industry < 'M'"}}}
-        cfg = tmp_path / "crmhub.yaml"
-        cfg.write_text(json.dumps(doc))
-        hub = Hub(parse_config(doc, path=str(cfg)), sleep=lambda _s: None).ready()
-        try:
-            yield hub
-        finally:
-            hub.close()
+        yield from _hub(doc, tmp_path)
 
 
 def test_hubspot_companies_and_their_contacts_migrate_as_waves(hubspot: Hub, tmp_path: Path) -> None:
@@ -123,13 +127,7 @@ def salesforce(db_url: str, tmp_path: Path) -> Iterator[Hub]:
             "sf_main": {"kind": "salesforce", "auth": {"access_token": SF_TOKEN, "instance_url": srv.url},
                         "streams": ["Account", "Contact"]}},
             "waves": {"tech": {"source": "sf_main", "root": "Account", "where": "Industry = 'Technology'"}}}
-        cfg = tmp_path / "crmhub.yaml"
-        cfg.write_text(json.dumps(doc))
-        hub = Hub(parse_config(doc, path=str(cfg)), sleep=lambda _s: None).ready()
-        try:
-            yield hub
-        finally:
-            hub.close()
+        yield from _hub(doc, tmp_path)
 
 
 def test_salesforce_accounts_and_their_contacts_migrate_as_a_wave(salesforce: Hub) -> None:
