@@ -46,7 +46,7 @@ __all__ = ["RunReport", "StreamReport", "WaveRunner", "excerpt"]
 REPORT_REJECTS = 50
 #: pages of a stream after which the planner statistics are refreshed (PostgreSQL): a crosswalk or
 #: link table that grew from empty is otherwise planned as tiny, and every look-up scans it
-ANALYZE_AT = frozenset({1, 4, 40, 400, 4000})
+ANALYZE_AT = frozenset({1, 4, 10, 40, 100, 400, 1000, 4000, 10000})
 #: crosswalk rows per existence check of a delta's hard-delete sweep
 SWEEP_PAGE = 1000
 
