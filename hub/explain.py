@@ -17,10 +17,9 @@ from rich.markup import escape
 from sqlalchemy import Engine, func, select
 from sqlalchemy import Table as SqlTable
 
-from hub.identity import MATCH_KEYS, norm_domain, norm_email, norm_name
+from hub.identity import lookup_key
 from hub.merge import merged_ids
 from hub.ownership import Rules
-from state.custom import defined
 from state.schema import ENTITY_TABLES, change_log
 
 __all__ = ["ExplainError", "explain_doc", "find_entity", "render"]
@@ -48,7 +47,8 @@ def _oldest_live(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def find_entity(db: Engine, entity: str, key: str) -> tuple[dict[str, Any], str | None]:
-    """The row `key` names (a canonical id, an email, or a domain), and a note when several match.
+    """The row `key` names (a canonical id, else its lookup key: email, domain, a custom object's
+    match key), and a note when several match.
 
     Of several matches the live one created first is taken, as identity resolution links to it.
     """
@@ -61,14 +61,9 @@ def find_entity(db: Engine, entity: str, key: str) -> tuple[dict[str, Any], str 
             return dict(row), None
         rows: list[dict[str, Any]] = []
         by = None
-        if "email" in t.c and (email := norm_email(key)) is not None:
-            by = "email"
-            rows = [dict(r) for r in c.execute(select(t).where(func.lower(t.c.email) == email)).mappings()]
-        elif "domain" in t.c and "." in key and (domain := norm_domain(key)) is not None:
-            by = "domain"
-            rows = [dict(r) for r in c.execute(select(t).where(func.lower(t.c.domain) == domain)).mappings()]
-        elif entity in defined() and entity in MATCH_KEYS and (v := norm_name(key)) is not None:
-            by = MATCH_KEYS[entity][0].field  # a custom object's first match key
+        k = lookup_key(entity)  # email (contact, lead), domain (account), a custom object's match key
+        if k is not None and (v := k.normalise(key)) is not None:
+            by = k.field
             rows = [dict(r) for r in c.execute(select(t).where(func.lower(t.c[by]) == v)).mappings()]
     best = _oldest_live(rows)
     if best is None:

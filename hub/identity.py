@@ -34,8 +34,8 @@ from sqlalchemy import Connection, Table, and_, func, or_, select
 from hub.transforms import e164
 from state import repos
 
-__all__ = ["MATCH_KEYS", "IdentityKeys", "MatchKey", "PageIdentity", "norm_domain", "norm_email", "norm_name",
-           "norm_phone"]
+__all__ = ["MATCH_KEYS", "IdentityKeys", "MatchKey", "PageIdentity", "lookup_key", "norm_domain", "norm_email",
+           "norm_name", "norm_phone"]
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _OLDEST = datetime.min.replace(tzinfo=UTC)
@@ -88,6 +88,20 @@ MATCH_KEYS: dict[str, tuple[MatchKey, ...]] = {
     "contact": (MatchKey("email", norm_email, True), MatchKey("phone", norm_phone, False)),
     "account": (MatchKey("domain", norm_domain, True), MatchKey("name", norm_name, True)),
 }
+
+
+#: the key a person asks by and whose repeats are duplicates (`crmhub explain`, `duplicates`,
+#: `migrate plan`): a lead has no match key, yet its email names it
+LOOKUP_KEYS: dict[str, MatchKey] = {"contact": MATCH_KEYS["contact"][0], "account": MATCH_KEYS["account"][0],
+                                    "lead": MatchKey("email", norm_email, True)}
+
+
+def lookup_key(entity: str) -> MatchKey | None:
+    """The entity's lookup key: a built-in's above, else a custom object's first match key."""
+    key = LOOKUP_KEYS.get(entity)
+    if key is None and entity in MATCH_KEYS:
+        key = MATCH_KEYS[entity][0]
+    return key
 
 
 def _variants(key: MatchKey, raw: Any, norm: str, out: set[str]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from hub.identity import MATCH_KEYS
+from hub.identity import lookup_key
 from hub.ownership import Merger, Rules
 from state import repos
 from state.custom import referrers
@@ -39,7 +39,6 @@ from state.schema import (
 
 __all__ = ["MergeError", "duplicates", "merge_records", "merged_ids"]
 
-_MATCH = {"contact": "email", "lead": "email", "account": "domain"}
 #: tables whose column refers to an entity of this kind
 _REFERRERS = {
     "account": [(contacts, "account_id"), (opportunities, "account_id"), (activities, "account_id")],
@@ -156,11 +155,10 @@ def merged_ids(conn: Connection, entity: str, eid: str) -> list[str]:
 
 def duplicates(conn: Connection, entity: str, limit: int = 100) -> list[dict[str, Any]]:
     """Groups of live records sharing their match key (oldest first in each group)."""
-    key = _MATCH.get(entity)
-    if key is None and entity in MATCH_KEYS:  # a custom object's first match key
-        key = MATCH_KEYS[entity][0].field
-    if key is None:
+    lk = lookup_key(entity)
+    if lk is None:
         return []
+    key = lk.field
     t = ENTITY_TABLES[entity]
     col = func.lower(t.c[key])
     dup_keys = (select(col.label("k")).where(t.c.archived_at.is_(None), t.c[key].is_not(None), t.c[key] != "")

@@ -122,10 +122,9 @@ def referrers(entity: str) -> list[tuple[Table, str]]:
 def _same_type(declared: TypeEngine[Any], found: TypeEngine[Any]) -> bool:
     """Whether a reflected column type holds what the declared one does (dialect spellings vary)."""
     want = getattr(declared, "impl", declared)
-    groups = ((Text,), (BigInteger,), (Numeric,), (Boolean,), (Date,))
-    for g in groups:
-        if isinstance(want, g):
-            return isinstance(found, g) and not (g == (Numeric,) and isinstance(found, BigInteger))
+    for kind in (Text, BigInteger, Numeric, Boolean, Date):
+        if isinstance(want, kind):
+            return isinstance(found, kind)
     return True  # timestamps and ids: reflected as DateTime/VARCHAR (or NUMERIC on SQLite), not worth refusing
 
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Engine, bindparam, create_engine, event, text
+from sqlalchemy import Engine, TextClause, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -204,10 +204,10 @@ class LegacySqlConnector(Connector):
             raise FatalError(f"{self.name} has no stream {stream!r} (it has: {', '.join(self.cfg.streams)})")
         return self.cfg.streams[stream]
 
-    def _fetch(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _fetch(self, sql: str | TextClause, params: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             with self._conn() as c:
-                return [dict(r) for r in c.execute(text(sql), params).mappings()]
+                return [dict(r) for r in c.execute(text(sql) if isinstance(sql, str) else sql, params).mappings()]
         except SQLAlchemyError as e:
             orig = getattr(e, "orig", None)
             raise FatalError(f"{self.name}: legacy query failed: {type(orig or e).__name__}: {orig or e}") from None
@@ -258,8 +258,13 @@ class LegacySqlConnector(Connector):
                     cur = {"phase": "load", "after": None, "since": None}
                     continue
                 rows = self._delta_page(spec, cur.get("since"), cur.get("after"))
-            gone = [str(r[spec.key]) for r in rows if _flagged(spec, r)]
-            records = [self._record(spec, r) for r in rows if not gone or not _flagged(spec, r)]
+            gone: list[str] = []
+            records = []
+            for r in rows:
+                if _flagged(spec, r):
+                    gone.append(str(r[spec.key]))
+                else:
+                    records.append(self._record(spec, r))
             nxt = dict(cur)
             if rows:
                 last = rows[-1]
@@ -283,13 +288,7 @@ class LegacySqlConnector(Connector):
         cols = k + (f", {self._q(spec.deleted)}" if spec.deleted else "")
         sql = text(f"SELECT {cols} FROM {self._q(spec.table)} WHERE {k} IN :ids").bindparams(
             bindparam("ids", expanding=True))
-        try:
-            with self._conn() as c:
-                rows = [dict(r) for r in c.execute(sql, {"ids": list(external_ids)}).mappings()]
-        except SQLAlchemyError as e:
-            orig = getattr(e, "orig", None)
-            raise FatalError(f"{self.name}: legacy query failed: {type(orig or e).__name__}: {orig or e}") from None
-        return {str(r[spec.key]) for r in rows if not _flagged(spec, r)}
+        return {str(r[spec.key]) for r in self._fetch(sql, {"ids": list(external_ids)}) if not _flagged(spec, r)}
 
     @staticmethod
     def _raw_time(v: Any) -> Any:

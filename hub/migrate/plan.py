@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from hub.identity import MATCH_KEYS, norm_domain, norm_email
+from hub.identity import lookup_key
 from hub.migrate.run import WaveRunner
 from hub.migrate.waves import StreamPlan, load_wave
 from hub.sdk.types import RawRecord
@@ -30,16 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["PlanReport", "plan"]
 
 SAMPLES = 3
-#: identity key per target: the field whose repeats within a wave are duplicates
-DUP_KEYS = {"contact": ("email", norm_email), "lead": ("email", norm_email), "account": ("domain", norm_domain)}
-
-
-def _dup_key(target: str) -> tuple[str, Any] | None:
-    """The field whose repeats are duplicates: a built-in's, else a custom object's first match key."""
-    if target in DUP_KEYS:
-        return DUP_KEYS[target]
-    keys = MATCH_KEYS.get(target)
-    return (keys[0].field, keys[0].normalise) if keys else None
 
 
 @dataclass
@@ -95,7 +85,7 @@ class _Analysis:
         read = {p.split(".")[0].split("[")[0] for p in sp.mapping.paths} | {sp.key}
         cols = self.columns.setdefault(sp.name, set())
         fails = self.failures.setdefault(sp.name, {})
-        dup = _dup_key(sp.target)
+        dup = lookup_key(sp.target)
         keys = self.keys.setdefault(sp.name, Counter())
         for r in records:
             if isinstance(r.data, dict):
@@ -109,8 +99,8 @@ class _Analysis:
                     if len(f["samples"]) < SAMPLES:
                         f["samples"].append({"legacy_id": r.external_id, "error": str(e)})
                     continue
-                if dup is not None and rule.name == dup[0]:
-                    k = dup[1](v)
+                if dup is not None and rule.name == dup.field:
+                    k = dup.normalise(v)
                     if k:
                         keys[k] += 1
         if sp.parent is None and self.others and self.connector is not None:
@@ -144,7 +134,7 @@ def plan(hub: Hub, wave: str) -> PlanReport:
         keys = analysis.keys.get(s.stream, Counter())
         dups = {k: n for k, n in keys.items() if n > 1}
         if dups:
-            key = _dup_key(s.target)[0]  # type: ignore[index]
+            key = lookup_key(s.target).field  # type: ignore[union-attr]
             sp.duplicates = {"key": key, "count": sum(dups.values()) - len(dups),
                              "samples": sorted(dups, key=lambda k: -dups[k])[:SAMPLES]}
         rep.streams.append(sp)
