@@ -88,6 +88,58 @@ class Measured:
     seconds: float
     peak_rss_mb: float
     output: dict[str, Any]
+    #: CPU seconds (user + system) of the crmhub child, and of the local PostgreSQL server meanwhile
+    cpu: float = 0.0
+    pg_cpu: float | None = None
+
+    def cpu_line(self, n: int, unit: str = "record") -> str:
+        """Where the time went, per `unit`: the crmhub process's CPU and PostgreSQL's."""
+        line = f"CPU per {unit}: crmhub {self.cpu / n * 1e6:,.0f} us"
+        if self.pg_cpu is not None:
+            line += f", PostgreSQL {self.pg_cpu / n * 1e6:,.0f} us"
+        return line + f" (wall {self.seconds / n * 1e6:,.0f} us, 2 cores here)"
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _postmaster() -> int | None:
+    """The local PostgreSQL server's process, if this machine runs it (Linux /proc)."""
+    try:
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    cmd = (d / "cmdline").read_bytes().split(b"\0")[0]
+                except OSError:
+                    continue
+                if cmd.endswith(b"/postgres") and b"-D" in (d / "cmdline").read_bytes():
+                    return int(d.name)
+    except OSError:
+        return None
+    return None
+
+
+def pg_cpu_seconds() -> float | None:
+    """CPU the server has used so far: the postmaster's reaped children (backends that have
+    exited) plus its live ones (background workers, open sessions)."""
+    pm = _postmaster()
+    if pm is None:
+        return None
+    try:
+        f = (Path("/proc") / str(pm) / "stat").read_text().rsplit(")", 1)[1].split()
+        total = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                g = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(g[1]) == pm:
+                total += int(g[11]) + int(g[12])
+    except OSError:
+        return None
+    return total / _TICK
 
 
 #: the child reports its own peak RSS (VmHWM) as it exits. The kernel's rusage for a child
@@ -109,11 +161,14 @@ def run_cli(args: list[str], config: Path, profile: str | None = None) -> Measur
     run = ["-m", "cProfile", "-o", profile, "-m", "hub.cli"] if profile else ["-c", _CHILD]
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f, \
             tempfile.NamedTemporaryFile(suffix=".hwm") as hwm_f:
+        pg0 = pg_cpu_seconds()
         t0 = time.perf_counter()
         p = subprocess.Popen([sys.executable, *run, "--config", str(config), *args], cwd=ROOT, stdout=out_f,
                              stderr=err_f, env={**os.environ, "CRMHUB_BENCH_HWM": hwm_f.name})
         _pid, status, usage = os.wait4(p.pid, 0)
         seconds = time.perf_counter() - t0
+        time.sleep(0.5)  # the child's server sessions end (and are reaped) just after it does
+        pg1 = pg_cpu_seconds()
         p.returncode = os.waitstatus_to_exitcode(status)
         out_f.seek(0)
         err_f.seek(0)
@@ -127,4 +182,5 @@ def run_cli(args: list[str], config: Path, profile: str | None = None) -> Measur
         doc = json.loads(out) if out.strip() else {}
     except json.JSONDecodeError:
         doc = {"raw": out[-2000:]}
-    return Measured(seconds, peak_mb, doc)
+    pg = pg1 - pg0 if pg0 is not None and pg1 is not None else None
+    return Measured(seconds, peak_mb, doc, usage.ru_utime + usage.ru_stime, pg)

@@ -85,6 +85,7 @@ def main() -> int:
               f"{s['read'] / timed.seconds:,.0f} activities/s end to end "
               f"({s['read'] / s['seconds']:,.0f}/s inside the run), peak RSS {timed.peak_rss_mb:.0f} MB, "
               f"{s['requests']:,} requests")
+        print(f"  {timed.cpu_line(s['read'], 'activity')}")
         eng = make_engine(url)
         with eng.connect() as c:
             total = c.execute(select(func.count()).select_from(activities)).scalar_one()

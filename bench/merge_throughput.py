@@ -112,6 +112,7 @@ def main() -> int:
         print(f"    {s['read'] / timed.seconds:,.0f} records/s end to end "
               f"({s['read'] / s['seconds']:,.0f}/s inside the run, {s['seconds']:.2f}s), "
               f"peak RSS {timed.peak_rss_mb:.0f} MB, {served:,} requests")
+        print(f"    {timed.cpu_line(s['read'])}")
         print(f"    store: {counts['contacts']:,} contacts, links {counts['links']}, "
               f"B's change-log rows by op {counts['b_change_log']}")
     return 0

@@ -112,12 +112,16 @@ def main() -> None:
     out["run_records_per_s"] = round(records / m.seconds)
     out["run_seconds"] = round(m.seconds, 1)
     out["run_peak_rss_mb"] = round(m.peak_rss_mb)
+    out["run_cpu_us_per_record"] = {"crmhub": round(m.cpu / records * 1e6),
+                                    "postgres": round(m.pg_cpu / records * 1e6) if m.pg_cpu is not None else None}
     try:
         v = run_cli(["migrate", "verify", "all", "--json"], config)
     except SystemExit as e:  # verify exits 1 on differences: report them, not a crash
         raise SystemExit(f"verify found differences: {e}") from None
     out["verify_records_per_s"] = round(records / v.seconds)
     out["verify_peak_rss_mb"] = round(v.peak_rss_mb)
+    out["verify_cpu_us_per_record"] = {"crmhub": round(v.cpu / records * 1e6),
+                                       "postgres": round(v.pg_cpu / records * 1e6) if v.pg_cpu is not None else None}
 
     changed = set(range(1, min(a.changes, companies * PER_COMPANY) + 1))
     at = datetime(2031, 1, 1) + timedelta(seconds=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,22 @@ log = logging.getLogger("crmhub")
 
 if TYPE_CHECKING:
     from hub.auth.store import DbTokenStore
+
+
+def tune_gc() -> None:
+    """Keep CPython's cycle collector off the sync's hot path (a command-line process, once
+    its hub is ready).
+
+    A page allocates tens of thousands of small dicts and lists (vendor JSON, provenance),
+    nearly none of them in cycles, and each 700 allocations start a collection that walks
+    the young objects, every 10th one the older ones: 3.3 s of a 14.8 s merge of 30,000
+    contacts went there (gc.callbacks). Freezing what start-up built (modules, config,
+    compiled mappings: ~100k objects never freed) and collecting less often cut the
+    process's CPU per record by ~20% (bench/merge_throughput.py). Cycles are still
+    collected, only in larger batches.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 class Hub:

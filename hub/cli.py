@@ -52,12 +52,13 @@ def _dump(doc: Any) -> None:
 
 @contextmanager
 def _hub(ready: bool = True) -> Iterator[Any]:
-    from hub.app import Hub
+    from hub.app import Hub, tune_gc
 
     try:
         h = Hub.from_path(_state["config"])
         if ready:
             h.ready()
+        tune_gc()
         yield h
     except ConfigError as e:
         err.print(f"[red]{e.source}: invalid configuration[/red]")

@@ -535,3 +535,24 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after(formatdate(NOW - 60, usegmt=True), now=NOW) == 0.0
+
+
+def test_a_read_response_is_freed_without_the_cycle_collector() -> None:
+    """httpx binds a response's stream back to the response; the hub's client breaks that
+    cycle once the body is read, so a page's body goes with its last reference."""
+    import gc
+    import weakref
+
+    body = b"x" * 1_000_000
+    client = build_client(base_url="https://vendor.test",
+                          transport=httpx.MockTransport(lambda req: httpx.Response(200, content=body)))
+    gc.disable()
+    try:
+        resp = client.get("/page")
+        assert resp.content == body and resp.read() == body
+        ref = weakref.ref(resp)
+        del resp
+        assert ref() is None
+    finally:
+        gc.enable()
+        client.close()

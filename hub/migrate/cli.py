@@ -34,9 +34,10 @@ def _dump(doc: Any) -> None:
 def _hub(ctx: typer.Context) -> Iterator[Any]:
     """The hub of `crmhub --config ...` (read from the root command's parameters: under
     `python -m hub.cli` that module is `__main__`, so its module state is not importable)."""
-    from hub.app import Hub
+    from hub.app import Hub, tune_gc
     from hub.config import ConfigError
     from hub.mapping import MappingLoadError
+    from state.custom import CustomSchemaError
     from state.db import SchemaOutOfDate
 
     config = ctx.find_root().params.get("config")
@@ -48,9 +49,10 @@ def _hub(ctx: typer.Context) -> Iterator[Any]:
         for p in e.problems:
             err.print(f"  - {p}", markup=False)
         raise typer.Exit(2) from None
-    except (MappingLoadError, SchemaOutOfDate) as e:
+    except (MappingLoadError, SchemaOutOfDate, CustomSchemaError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(2) from None
+    tune_gc()
     try:
         yield h
     except (MigrateError, MappingLoadError) as e:
