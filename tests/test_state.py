@@ -29,6 +29,28 @@ def test_alembic_head_matches_the_model(pg_only_url: str) -> None:
     assert diffs == []
 
 
+def test_revisions_read_without_alembic_agree_with_alembic(db_url: str) -> None:
+    from alembic.runtime.migration import MigrationContext as Ctx
+    from alembic.script import ScriptDirectory
+
+    from state.db import _version_schema, alembic_config, current_revision, head_revision
+
+    eng = make_engine(db_url)
+    assert head_revision() == ScriptDirectory.from_config(alembic_config(eng)).get_current_head()
+    with eng.connect() as c:
+        expected = Ctx.configure(c, opts={"version_table_schema": _version_schema(eng)}).get_current_revision()
+    assert current_revision(eng) == expected == head_revision()
+    eng.dispose()
+
+
+def test_a_database_never_upgraded_has_no_revision(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from state.db import current_revision
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    assert current_revision(eng) is None
+    eng.dispose()
+
+
 def test_no_table_name_shared_between_schemas() -> None:
     # SQLite maps both schemas onto one database
     names = [t.name for t in metadata.sorted_tables]

@@ -55,11 +55,6 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
-from authlib.common.security import generate_token
-from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
-from authlib.oauth2.rfc7523 import JWTBearerGrant
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from joserfc.jwk import RSAKey
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from hub.sdk.errors import AuthError, FatalError, RetriableError
@@ -85,7 +80,7 @@ log = logging.getLogger("crmhub.oauth")
 
 #: token-endpoint errors that no retry can cure: a person (or a config fix) is needed
 REAUTH_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "BAD_REFRESH_TOKEN"})
-JWT_BEARER = JWTBearerGrant.GRANT_TYPE  # urn:ietf:params:oauth:grant-type:jwt-bearer
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1 (authlib's JWTBearerGrant.GRANT_TYPE)
 Grant = Literal["authorization_code", "client_credentials", "jwt_bearer"]
 
 
@@ -267,12 +262,17 @@ class OAuthError(AuthError):
 
 def new_code_verifier() -> str:
     """A PKCE code verifier (RFC 7636 §4.1: 43-128 unreserved characters)."""
-    return generate_token(64)
+    from authlib.common.security import generate_token
+
+    return str(generate_token(64))
 
 
 def authorization_url(settings: OAuth2Settings, *, redirect_uri: str, state: str,
                       code_verifier: str | None) -> str:
     """The URL a person opens to grant access (authorization code flow, with S256 PKCE)."""
+    from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+    from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
     if not settings.authorize_url:
         raise ValueError("these OAuth settings have no authorize_url")
     params: dict[str, Any] = dict(settings.authorize_params)
@@ -315,6 +315,9 @@ class TokenEndpoint:
         return self._grant("client_credentials", {"scope": scope} if scope else {})
 
     def jwt_bearer(self, subject: str | None) -> dict[str, Any]:
+        from authlib.oauth2.rfc7523 import JWTBearerGrant
+        from joserfc.jwk import RSAKey
+
         s = self.settings
         assert s.private_key is not None  # the settings validator made sure
         now = int(self.clock())
@@ -337,6 +340,9 @@ class TokenEndpoint:
 
     def _grant(self, grant_type: str, params: dict[str, Any], old: dict[str, Any] | None = None, *,
                client_auth: bool = True) -> dict[str, Any]:
+        # authlib (with cryptography, ~11 MB) loads on a token request, not with every connector
+        from authlib.oauth2.rfc6749.parameters import prepare_token_request
+
         s = self.settings
         auth: httpx.Auth | None = None
         fields = {**s.token_params, **params}
