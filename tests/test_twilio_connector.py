@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.twilio.calls import call_activity
 from connectors.twilio.sandbox import ACCOUNT_SID, AUTH_TOKEN, SandboxServer, TwilioStore
@@ -182,3 +184,23 @@ def test_a_stored_page_token_twilio_refuses_restarts_the_scan_without_doubles() 
     # what the scan still remembers (the newest day's calls) is not yielded twice; older ones may be
     remembered = set(mid["acc"])
     assert remembered and not remembered & set(again)
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 12, 31)))
+def test_twilio_times_read_by_position_agree_with_the_rfc_2822_parser(when: datetime) -> None:
+    from email.utils import format_datetime, parsedate_to_datetime
+
+    from connectors.twilio.calls import parse_time
+
+    text = format_datetime(when.replace(microsecond=0, tzinfo=UTC))  # Twilio's form: "Tue, 10 Aug 2010 08:02:17 +0000"
+    assert parse_time(text) == parsedate_to_datetime(text)
+    assert parse_time(text.replace("+0000", "-0500")) == parsedate_to_datetime(text.replace("+0000", "-0500"))
+
+
+@pytest.mark.parametrize("bad", ["Tue, 10 Foo 2010 08:02:17 +0000", "Tue, 32 Aug 2010 08:02:17 +0000",
+                                 "Tue, 10 Aug 2010 25:02:17 +0000", "yesterday"])
+def test_a_malformed_twilio_time_is_a_value_error(bad: str) -> None:
+    from connectors.twilio.calls import parse_time
+
+    with pytest.raises(ValueError, match="not an RFC 2822 time"):
+        parse_time(bad)

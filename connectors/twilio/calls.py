@@ -23,10 +23,25 @@ STATUS = {"completed": "completed", "busy": "missed", "no-answer": "missed", "ca
           "failed": "failed"}
 
 
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                          "Nov", "Dec"), 1)}
+
+
 def parse_time(value: Any) -> datetime | None:
     """An RFC 2822 time as an aware UTC datetime; None when absent. ValueError when malformed."""
     if value in (None, ""):
         return None
+    s = value if isinstance(value, str) else str(value)
+    # Twilio writes one form, `Tue, 10 Aug 2010 08:02:17 +0000`: read by position, as the
+    # general parser cost 14% of a call sync's CPU. Anything else goes the general way.
+    if len(s) == 31 and s[3:5] == ", " and s[26:] == "+0000" and s[7] == s[11] == s[16] == s[25] == " ":
+        month = _MONTHS.get(s[8:11])
+        if month is not None and s[19] == s[22] == ":":
+            try:
+                return datetime(int(s[12:16]), month, int(s[5:7]), int(s[17:19]), int(s[20:22]), int(s[23:25]),
+                                tzinfo=UTC)
+            except ValueError:
+                raise ValueError(f"not an RFC 2822 time: {value!r}") from None
     try:
         when = parsedate_to_datetime(str(value))
     except (TypeError, ValueError, IndexError):
