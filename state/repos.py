@@ -18,7 +18,6 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    any_,
     bindparam,
     delete,
     func,
@@ -55,7 +54,9 @@ def among(conn: Connection, column: Any, values: Sequence[Any]) -> ColumnElement
     if conn.dialect.name == "postgresql":
         # an expression such as lower(email) has no type of its own: its values are text
         item = column.type if not isinstance(column.type, NullType) else Text()
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(item)))
+        # func.any, not any_(): any_() puts the bound list in a reference cycle, so each
+        # page's ids lived until the cycle collector ran (~20 MB over a 100k-call sync)
+        return column.op("=", is_comparison=True)(func.any(bindparam(None, list(values), type_=postgresql.ARRAY(item))))
     return column.in_(values)
 
 
