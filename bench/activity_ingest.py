@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--contacts", type=int, default=None, help="default: as many as calls")
     ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--prefetch", type=int, default=None, help="sync.prefetch_pages (default: the hub's)")
     ap.add_argument("--profile", metavar="FILE", help="also write a cProfile of the timed run (slows it down)")
     args = ap.parse_args()
     n, n_contacts = args.calls, args.contacts or args.calls
@@ -74,7 +75,8 @@ def main() -> int:
         cfg = work / "crmhub.yaml"
         cfg.write_text(json.dumps({"database": url, "connectors": {"twilio_bench": {
             "kind": "twilio", "base_url": server.url, "requests_per_second": 100_000, "lookback_days": days + 1,
-            "auth": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN}, "internal": OURS}}}))
+            "auth": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN}, "internal": OURS}},
+            **({"sync": {"prefetch_pages": args.prefetch}} if args.prefetch is not None else {})}))
         run_cli(["db", "upgrade"], cfg)
         distinct = seed(url, store, n_contacts)
         print(f"  seeded {n_contacts:,} contacts ({distinct:,} with the calls' outside numbers), untimed")
