@@ -258,7 +258,7 @@ class ActivityIngest:
             stmt = update(activities).where(activities.c.id == bindparam("b_id"))
             conn.execute(stmt, changed)
         if replaced:
-            for chunk in repos.chunks(replaced):
+            for chunk in repos.parts(conn, replaced):
                 conn.execute(delete(activity_participants).where(repos.among(conn, activity_participants.c.activity_id, chunk)))
         batch.insert_rows(activity_participants, part_rows)
         batch.insert_rows(activity_versions, version_rows)
@@ -272,7 +272,7 @@ class ActivityIngest:
             return new_rows
         a = activities.c
         known: set[str] = set()
-        for chunk in repos.chunks(keys):
+        for chunk in repos.parts(conn, keys):
             known.update(conn.execute(select(a.dedupe_key).where(repos.among(conn, a.dedupe_key, chunk))).scalars())
         if not known:
             return new_rows
@@ -285,7 +285,7 @@ class ActivityIngest:
     def _versions(self, conn: Connection, ids: list[str]) -> dict[str, list[tuple[int, str, datetime | None]]]:
         v = activity_versions.c
         out: dict[str, list[tuple[int, str, datetime | None]]] = {}
-        for chunk in repos.chunks(ids):
+        for chunk in repos.parts(conn, ids):
             q = select(v.external_id, v.version, v.digest, v.vendor_updated_at).where(
                 v.source == self.source, repos.among(conn, v.external_id, chunk))
             for ext, ver, digest, at in conn.execute(q):
@@ -295,7 +295,7 @@ class ActivityIngest:
     def _rows(self, conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
         a = activities.c
         out = {}
-        for chunk in repos.chunks(ids):
+        for chunk in repos.parts(conn, ids):
             q = select(a.id, a.external_id, a.type, a.subject, a.status, a.occurred_at, a.vendor_updated_at).where(
                 a.source == self.source, repos.among(conn, a.external_id, chunk))
             for r in conn.execute(q).mappings():
@@ -316,7 +316,7 @@ class ActivityIngest:
         by_email: dict[str, tuple[str, str | None]] = {}
         by_phone: dict[str, tuple[str, str | None]] = {}
         for keys, col, target in ((emails, func.lower(c.email), by_email), (phones, c.phone, by_phone)):
-            for chunk in repos.chunks(keys):
+            for chunk in repos.parts(conn, keys):
                 q = (select(col, c.id, c.account_id).where(repos.among(conn, col, chunk), c.archived_at.is_(None))
                      .order_by(c.created_at.desc(), c.id.desc()))
                 for key, cid, acc in conn.execute(q):
@@ -333,7 +333,7 @@ class ActivityIngest:
             linked[entity] = cache
         ref_contacts = sorted({linked["contact"][x] for x in refs["contact"] if x in linked["contact"]})
         contact_account: dict[str, str | None] = {}
-        for chunk in repos.chunks(ref_contacts):
+        for chunk in repos.parts(conn, ref_contacts):
             contact_account.update(conn.execute(select(c.id, c.account_id).where(repos.among(conn, c.id, chunk))).all())
         out: dict[str, tuple[Any, ...]] = {}
         for n in norms:
@@ -361,7 +361,7 @@ class ActivityIngest:
         need_opp = sorted({v[1] for v in out.values() if v[1] and not v[2]})
         open_opps: dict[str, list[str]] = {}
         o = opportunities.c
-        for chunk in repos.chunks(need_opp):
+        for chunk in repos.parts(conn, need_opp):
             q = select(o.account_id, o.id, o.stage).where(repos.among(conn, o.account_id, chunk), o.archived_at.is_(None))
             for acc, oid, stage in conn.execute(q):
                 if not any(w in (stage or "").lower() for w in _CLOSED):

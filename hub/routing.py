@@ -190,7 +190,7 @@ class Router:
         if entity == "contact":
             ids = sorted({v["account_id"] for _e, v in items if v.get("account_id")})
             found: dict[str, str] = {}
-            for chunk in repos.chunks(ids):
+            for chunk in repos.parts(conn, ids):
                 found.update(conn.execute(select(a.id, a.owner_id).where(repos.among(conn, a.id, chunk), a.owner_id.is_not(None),
                                                                          a.archived_at.is_(None))).all())
             for eid, v in items:
@@ -203,7 +203,7 @@ class Router:
         by_name: dict[str, tuple[str, str]] = {}
         for keys, col, target in ((sorted({d for d in domains.values() if d}), func.lower(a.domain), by_domain),
                                   (sorted({n for n in names.values() if n}), func.lower(a.name), by_name)):
-            for chunk in repos.chunks(keys):
+            for chunk in repos.parts(conn, keys):
                 q = (select(col, a.id, a.owner_id).where(repos.among(conn, col, chunk), a.owner_id.is_not(None),
                                                          a.archived_at.is_(None))
                      .order_by(a.created_at.desc(), a.id.desc()))

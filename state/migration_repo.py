@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, delete, func, literal, select, update
 
 from state.bulk import Batch
-from state.repos import among, chunks
+from state.repos import among, chunks, parts
 from state.schema import change_log, migration_items, migration_rejects, migration_waves, sync_runs
 
 __all__ = [
@@ -63,7 +63,7 @@ def items_for(conn: Connection, source: str, stream: str, legacy_ids: Sequence[s
     """legacy id -> its crosswalk row (whatever wave holds it)."""
     t = migration_items
     out: dict[str, dict[str, Any]] = {}
-    for part in chunks(list(legacy_ids)):
+    for part in parts(conn, list(legacy_ids)):
         q = select(t.c.legacy_id, t.c.wave, t.c.entity_id, t.c.action, t.c.checksum, t.c.pass_no).where(
             t.c.source == source, t.c.stream == stream, among(conn, t.c.legacy_id, part))
         for r in conn.execute(q).mappings():
@@ -147,7 +147,7 @@ def run_ops(conn: Connection, entity: str, entity_ids: Sequence[str], run_id: in
     fields the ownership rules refused it)."""
     t = change_log
     out: dict[str, tuple[str, int]] = {}
-    for part in chunks(list(entity_ids)):
+    for part in parts(conn, list(entity_ids)):
         q = (select(t.c.entity_id, t.c.op, t.c.fields).where(
             t.c.entity == entity, among(conn, t.c.entity_id, part), t.c.run_id == run_id).order_by(t.c.seq))
         for eid, op, fields in conn.execute(q):
@@ -170,7 +170,7 @@ def changes_for(conn: Connection, entity: str, entity_ids: Sequence[str], run_id
     only those after run id `after_run` (by anyone) when that is given."""
     t = change_log
     out: list[dict[str, Any]] = []
-    for part in chunks(list(entity_ids)):
+    for part in parts(conn, list(entity_ids)):
         cond = [t.c.entity == entity, among(conn, t.c.entity_id, part)]
         if run_ids is not None:
             cond.append(t.c.run_id.in_(list(run_ids)))
@@ -185,7 +185,7 @@ def held_ids(conn: Connection, source: str, stream: str, legacy_ids: Sequence[st
     (their wave is cut over: crm owns them). One query per page; the hook a plain sync needs."""
     i, w = migration_items, migration_waves
     out: dict[str, str] = {}
-    for part in chunks(list(legacy_ids)):
+    for part in parts(conn, list(legacy_ids)):
         q = (select(i.c.legacy_id, i.c.wave).join(w, w.c.name == i.c.wave)
              .where(i.c.source == source, i.c.stream == stream, among(conn, i.c.legacy_id, part),
                     w.c.state == "cut_over"))

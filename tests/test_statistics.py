@@ -42,17 +42,21 @@ def test_only_tables_smaller_than_the_load_are_analysed(pg_only_url: str) -> Non
         eng.dispose()
 
 
-def test_the_change_log_is_left_to_autovacuum(pg_only_url: str) -> None:
+def test_the_change_log_is_analysed_on_its_key_columns_only(pg_only_url: str) -> None:
+    """A wave reads the change log by entity id every page: its planner statistics must not
+    wait for autovacuum (off on some servers), but its JSON column is not worth sampling."""
     eng = make_engine(pg_only_url)
     try:
         with eng.begin() as c:
-            # autovacuum must not analyse it meanwhile either
             c.execute(text("ALTER TABLE hub.change_log SET (autovacuum_enabled = false)"))
-            c.execute(text("INSERT INTO hub.change_log (entity, entity_id, op, source, at) "
-                           "SELECT 'contact', g::text, 'create', 'x', now() FROM generate_series(1, 300) g"))
-        before = _planned(eng, "hub.change_log")
+            c.execute(text("INSERT INTO hub.change_log (entity, entity_id, op, source, at, fields) "
+                           "SELECT 'contact', g::text, 'create', 'x', now(), '{\"a\": 1}' FROM generate_series(1, 300) g"))
         repos.refresh_statistics(eng, [change_log], rows=10_000)
-        assert _planned(eng, "hub.change_log") == before
+        assert _planned(eng, "hub.change_log") >= 300
+        with eng.connect() as c:
+            cols = set(c.execute(text("SELECT attname FROM pg_stats WHERE schemaname = 'hub' "
+                                      "AND tablename = 'change_log'")).scalars())
+        assert {"entity", "entity_id", "run_id"} <= cols
     finally:
         with eng.begin() as c:
             c.execute(text("ALTER TABLE hub.change_log RESET (autovacuum_enabled)"))
