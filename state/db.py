@@ -96,7 +96,7 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text(f"SELECT version_num FROM {table}")).scalar()
 
 
-def head_revision(engine: Engine | None = None) -> str:
+def head_revision() -> str:
     """The newest migration's revision. Each file in versions/ is named for its revision
     (`0007_....py`, revision "0007"): tests/test_state.py holds this to Alembic's own head."""
     return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
@@ -118,13 +118,13 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool | None = None) -> None:
     """
     if auto_upgrade is None:
         auto_upgrade = is_sqlite(engine)
-    if current_revision(engine) == head_revision(engine):
+    if current_revision(engine) == head_revision():
         return
     if auto_upgrade:
         upgrade(engine)
         return
     raise SchemaOutOfDate(
         f"the database at {engine.url.render_as_string(hide_password=True)} is not at the current schema "
-        f"(at {current_revision(engine) or 'nothing'}, code wants {head_revision(engine)}); "
+        f"(at {current_revision(engine) or 'nothing'}, code wants {head_revision()}); "
         "run `crmhub db upgrade` first"
     )
