@@ -100,7 +100,10 @@ def _e164(raw: str, region: str) -> str | None:
     if s.startswith("00"):
         s = "+" + s[2:]
     if s.startswith("+"):
-        if s[1:].isdigit() and s[1] != "0" and 8 <= len(s) - 1 <= 15 and "(" not in raw:
+        # brackets may hold a trunk prefix (`+44 (0)20 ...`), which phonenumbers drops; a North
+        # American number has none, so `+1 (415) 555-0100` need not pay for a parse (~25 us)
+        if s[1:].isdigit() and s[1] != "0" and 8 <= len(s) - 1 <= 15 and (
+                "(" not in raw or (s[1] == "1" and len(s) == 12 and s[2] not in "01")):
             return s
     elif s.isdigit() and region in _NANP:
         if len(s) == 10 and s[0] not in "01":

@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hub.mapping import MappingLoadError, load_mappings, parse_mapping
 from hub.transforms import MappingError, build_transform
@@ -113,6 +115,28 @@ def test_phone_transform_gives_e164_with_a_region() -> None:
         phone("call me")
     with pytest.raises(TypeError, match="region code"):
         build_transform({"phone": "Narnia"})
+
+
+@given(st.integers(200, 999), st.integers(200, 999), st.integers(0, 9999),
+       st.sampled_from(["+1 ({a}) {b}-{c:04d}", "({a}) {b} {c:04d}", "{a}.{b}.{c:04d}", "+1{a}{b}{c:04d}",
+                        "1-{a}-{b}-{c:04d}", "+1 {a} {b} {c:04d} x12"]))
+def test_north_american_fast_paths_agree_with_phonenumbers(a: int, b: int, c: int, form: str) -> None:
+    """(`001 415 ...` is left out on purpose: 00 is not the US exit code, so phonenumbers reads it
+    as part of a national number; the hub reads it as `+`, as people who write it mean.)"""
+    import phonenumbers
+
+    from hub.transforms import e164
+
+    text = form.format(a=a, b=b, c=c)
+    n = phonenumbers.parse(text, "US")
+    expected = phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)
+    assert e164(text, "US") == expected
+
+
+def test_a_trunk_prefix_in_brackets_is_dropped() -> None:
+    from hub.transforms import e164
+
+    assert e164("+44 (0)20 7946 0958") == "+442079460958"
 
 
 def test_minor_units_use_the_currency_exponent() -> None:
