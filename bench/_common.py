@@ -97,7 +97,7 @@ class Measured:
         line = f"CPU per {unit}: crmhub {self.cpu / n * 1e6:,.0f} us"
         if self.pg_cpu is not None:
             line += f", PostgreSQL {self.pg_cpu / n * 1e6:,.0f} us"
-        return line + f" (wall {self.seconds / n * 1e6:,.0f} us, 2 cores here)"
+        return line + f" (wall {self.seconds / n * 1e6:,.0f} us, {os.cpu_count()} cores here)"
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
