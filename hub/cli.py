@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -14,11 +14,9 @@ import typer
 from rich.console import Console
 
 from hub.auth.cli import auth_app
+from hub.cli_hub import open_hub
 from hub.config import ConfigError
-from hub.mapping import MappingLoadError
 from hub.tables import table
-from state.custom import CustomSchemaError
-from state.db import SchemaOutOfDate
 
 app = typer.Typer(help="crmhub: sync vendors into one canonical CRM store.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -50,26 +48,8 @@ def _dump(doc: Any) -> None:
     sys.stdout.write(orjson.dumps(doc, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
-@contextmanager
-def _hub(ready: bool = True) -> Iterator[Any]:
-    from hub.app import Hub, tune_gc
-
-    try:
-        h = Hub.from_path(_state["config"])
-        if ready:
-            h.ready()
-        tune_gc()
-        yield h
-    except ConfigError as e:
-        err.print(f"[red]{e.source}: invalid configuration[/red]")
-        for p in e.problems:
-            err.print(f"  - {p}", markup=False)
-        raise typer.Exit(2) from None
-    except (MappingLoadError, SchemaOutOfDate, CustomSchemaError) as e:
-        err.print(f"[red]error:[/red] {e}", markup=True)
-        raise typer.Exit(2) from None
-    else:
-        h.close()
+def _hub(ready: bool = True) -> AbstractContextManager[Any]:
+    return open_hub(_state["config"], err, ready=ready)
 
 
 # -- db ------------------------------------------------------------------------------------------

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from hub.cli_hub import open_hub
 from hub.migrate.waves import MigrateError
 from hub.tables import table
 
@@ -30,36 +30,9 @@ def _dump(doc: Any) -> None:
                      + "\n")
 
 
-@contextmanager
-def _hub(ctx: typer.Context) -> Iterator[Any]:
-    """The hub of `crmhub --config ...` (read from the root command's parameters: under
-    `python -m hub.cli` that module is `__main__`, so its module state is not importable)."""
-    from hub.app import Hub, tune_gc
-    from hub.config import ConfigError
-    from hub.mapping import MappingLoadError
-    from state.custom import CustomSchemaError
-    from state.db import SchemaOutOfDate
-
-    config = ctx.find_root().params.get("config")
-    try:
-        h = Hub.from_path(config)
-        h.ready()
-    except ConfigError as e:
-        err.print(f"[red]{e.source}: invalid configuration[/red]")
-        for p in e.problems:
-            err.print(f"  - {p}", markup=False)
-        raise typer.Exit(2) from None
-    except (MappingLoadError, SchemaOutOfDate, CustomSchemaError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
-    tune_gc()
-    try:
-        yield h
-    except (MigrateError, MappingLoadError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
-    finally:
-        h.close()
+def _hub(ctx: typer.Context) -> AbstractContextManager[Any]:
+    """The hub of `crmhub --config ...` (read from the root command's parameters)."""
+    return open_hub(ctx.find_root().params.get("config"), err, errors=(MigrateError,))
 
 
 def _report_path(h: Any, wave: str, what: str) -> Path:

@@ -133,9 +133,9 @@ def plan(hub: Hub, wave: str) -> PlanReport:
         sp.transform_failures = analysis.failures.get(s.stream, {})
         keys = analysis.keys.get(s.stream, Counter())
         dups = {k: n for k, n in keys.items() if n > 1}
-        if dups:
-            key = lookup_key(s.target).field  # type: ignore[union-attr]
-            sp.duplicates = {"key": key, "count": sum(dups.values()) - len(dups),
+        lk = lookup_key(s.target)
+        if dups and lk is not None:  # keys are only counted for an entity that has one
+            sp.duplicates = {"key": lk.field, "count": sum(dups.values()) - len(dups),
                              "samples": sorted(dups, key=lambda k: -dups[k])[:SAMPLES]}
         rep.streams.append(sp)
     rep.records = sum(s.records for s in rep.streams)

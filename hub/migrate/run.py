@@ -31,6 +31,7 @@ from hub.prefetch import prefetch
 from hub.sdk.connector import Connector
 from hub.sdk.errors import CursorExpired, FatalError, RetriableError
 from hub.sdk.types import Page, RawRecord
+from hub.sync import ANALYZE_AT as SYNC_ANALYZE_AT
 from hub.writer import PageWriter, Prepared
 from state import migration_repo as mrepo
 from state import repos
@@ -44,9 +45,9 @@ __all__ = ["RunReport", "StreamReport", "WaveRunner", "excerpt"]
 
 #: rejected rows kept in a report (all of them are in hub.migration_rejects)
 REPORT_REJECTS = 50
-#: pages of a stream after which the planner statistics are refreshed (PostgreSQL): a crosswalk or
-#: link table that grew from empty is otherwise planned as tiny, and every look-up scans it
-ANALYZE_AT = frozenset({1, 4, 10, 40, 100, 400, 1000, 4000, 10000})
+#: pages after which planner statistics are refreshed: a sync's points (hub.sync), and the first
+#: page too, since a wave also looks up its crosswalk, which starts empty
+ANALYZE_AT = SYNC_ANALYZE_AT | {1}
 #: crosswalk rows per existence check of a delta's hard-delete sweep
 SWEEP_PAGE = 1000
 
