@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -159,11 +160,13 @@ def run_cli(args: list[str], config: Path, profile: str | None = None) -> Measur
 
     With `profile`, the child runs under cProfile and writes its statistics there."""
     run = ["-m", "cProfile", "-o", profile, "-m", "hub.cli"] if profile else ["-c", _CHILD]
+    # e.g. CRMHUB_BENCH_WRAP="py-spy record --gil -f raw -o /tmp/spy.txt --": a sampler around the child
+    wrap = shlex.split(os.environ.get("CRMHUB_BENCH_WRAP", ""))
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f, \
             tempfile.NamedTemporaryFile(suffix=".hwm") as hwm_f:
         pg0 = pg_cpu_seconds()
         t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, *run, "--config", str(config), *args], cwd=ROOT, stdout=out_f,
+        p = subprocess.Popen([*wrap, sys.executable, *run, "--config", str(config), *args], cwd=ROOT, stdout=out_f,
                              stderr=err_f, env={**os.environ, "CRMHUB_BENCH_HWM": hwm_f.name})
         _pid, status, usage = os.wait4(p.pid, 0)
         seconds = time.perf_counter() - t0
@@ -174,6 +177,8 @@ def run_cli(args: list[str], config: Path, profile: str | None = None) -> Measur
         err_f.seek(0)
         out, err = out_f.read().decode(), err_f.read().decode()
         reported = Path(hwm_f.name).read_text().strip()
+    if wrap:  # the sampler's own lines ("py-spy> ...") share the child's stdout
+        out = "\n".join(line for line in out.splitlines() if not line.startswith("py-spy> "))
     # under cProfile nothing reports: rusage, an over-estimate (see _CHILD)
     peak_mb = int(reported) / 1024 if reported else usage.ru_maxrss / 1024
     if p.returncode != 0:

@@ -39,7 +39,8 @@ def _pg_sql(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...] | 
     types = [_pg_type(c) for c in cols]
     is_json = tuple(t in ("JSONB", "JSON") for t in types)
     args = ", ".join(f"%b::{'text' if j else t}[]" for t, j in zip(types, is_json, strict=True))
-    select_list = ", ".join(f"u.c{i}::jsonb" if j else f"u.c{i}" for i, j in enumerate(is_json))
+    select_list = ", ".join(f"u.c{i}::{t.lower()}" if j else f"u.c{i}"
+                            for i, (t, j) in enumerate(zip(types, is_json, strict=True)))
     alias = ", ".join(f"c{i}" for i in range(len(cols)))
     sql = (f"INSERT INTO {table.schema}.{table.name} ({', '.join(columns)}) "
            f"SELECT {select_list} FROM unnest({args}) AS u({alias})")
