@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hub.auth.cli import auth_app
 from hub.cli_hub import open_hub
@@ -88,7 +89,8 @@ def connectors_list(as_json: JsonOpt = False) -> None:
 
 @connectors_app.command("check")
 def connectors_check(name: Annotated[str | None, typer.Argument()] = None) -> None:
-    """Make one cheap call per connector instance to prove its credentials work."""
+    """Make one cheap call per connector instance to prove its credentials work, and load
+    the mappings of its enabled streams (a mistake is named by file, line and key)."""
     with _hub(ready=False) as h:
         bad = 0
         for n in [name] if name else h.factory.names():
@@ -100,6 +102,9 @@ def connectors_check(name: Annotated[str | None, typer.Argument()] = None) -> No
                 out.print(f"[red]fail[/red] {n}: {type(e).__name__}: {e}")
             finally:
                 c.close()
+            for problem in h.engine.mapping_problems(n):
+                bad += 1
+                out.print(f"[red]fail[/red] {n}: mapping: {escape(problem)}", highlight=False)
         raise typer.Exit(1 if bad else 0)
 
 

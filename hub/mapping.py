@@ -285,8 +285,9 @@ def parse_mapping(text: str, file: str) -> dict[str, StreamMapping]:
                     fns.append(build_transform(t))
                 except (KeyError, TypeError) as e:
                     from hub.transforms import PARAM_TRANSFORMS, TRANSFORMS
-                    known = ", ".join([*TRANSFORMS, *PARAM_TRANSFORMS])
-                    raise err(key, f"unknown transform {t!r} ({e}). Fix: use one of {known}") from None
+                    known = ", ".join(sorted({*TRANSFORMS, *PARAM_TRANSFORMS}))
+                    detail = "" if isinstance(e, KeyError) else f" ({e})"
+                    raise err(key, f"unknown transform {t!r}{detail}. Fix: use one of {known}") from None
             return FieldRule(name, get, tuple(fns))
 
         fields = []

@@ -176,6 +176,21 @@ class SyncEngine:
                 pairs.append((TARGET_ORDER.get(spec.target, 9), n_i, name, spec.name))
         return [(name, stream) for _o, _n, name, stream in sorted(pairs)]
 
+    def mapping_problems(self, name: str) -> list[str]:
+        """What is wrong with the mappings of an instance's enabled streams (each message names
+        the file, line and key), found without reading the vendor: `connectors check` says it."""
+        conn = self.factory.build(name)
+        problems = []
+        try:
+            for spec in conn.enabled_streams():
+                try:
+                    self.mappings.stream(name, type(conn).kind, spec.name, spec.target)
+                except MappingLoadError as e:
+                    problems.append(str(e))
+        finally:
+            conn.close()
+        return list(dict.fromkeys(problems))
+
     def build(self, name: str) -> Connector:
         """A connector instance that knows which vendor fields its mappings read."""
         try:
@@ -237,7 +252,7 @@ class SyncEngine:
                 with self.db.begin() as tx:
                     result.relinked = relink(tx)
             status, error = "ok", None
-        except LeaseLost as exc:
+        except (LeaseLost, MappingLoadError) as exc:  # MappingLoadError names file, line, key: no traceback
             status, error = "failed", str(exc)
         except (FatalError, RetriableError, CursorExpired) as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"

@@ -183,3 +183,41 @@ def test_type_mismatches_fail_at_load_with_file_line_and_key(field: str, spec: s
         parse_mapping(text, "mappings/x.yaml")
     assert str(err.value).startswith(f"mappings/x.yaml:5: streams.contacts.fields.{field}: ")
     assert message in str(err.value)
+
+
+def test_a_mapping_mistake_is_named_before_any_sync_and_fails_its_streams_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`connectors check` loads the mappings (no vendor read needed to find a typo), and a sync
+    of the broken stream fails with the file, line and key, not a traceback per stream."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from hub.cli import app as cli_app
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "people.csv").write_text("id,email,updated_on\n1,ann@example.com,2026-01-01\n", encoding="utf-8")
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "files.yaml").write_text(
+        "streams:\n  contacts:\n    target: contact\n    fields:\n"
+        "      email: {path: email, transform: lowr}\n", encoding="utf-8")
+    cfg = tmp_path / "crmhub.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "database": f"sqlite:///{tmp_path / 'hub.db'}",
+        "connectors": {"files": {"kind": "legacy_csv", "path": str(export),
+                                 "streams": {"contacts": {"file": "people.csv", "key": "id"}}}},
+    }))
+    runner = CliRunner()
+    where = f"{tmp_path / 'mappings' / 'files.yaml'}:5: streams.contacts.fields.email: unknown transform 'lowr'."
+    res = runner.invoke(cli_app, ["--config", str(cfg), "connectors", "check"])
+    assert res.exit_code == 1, res.output
+    text = "".join(res.output.splitlines())  # rich wraps long lines
+    assert "ok   files:" in text  # the source itself answers
+    assert f"fail files: mapping: {where}" in text
+    assert "Fix: use one of" in text and text.count("phone,") == 1  # each transform named once
+
+    assert runner.invoke(cli_app, ["--config", str(cfg), "db", "upgrade"]).exit_code == 0
+    res = runner.invoke(cli_app, ["--config", str(cfg), "sync", "run", "--json"])
+    assert res.exit_code != 0
+    (stream,) = __import__("json").loads(res.stdout)["streams"]
+    assert stream["status"] == "failed" and stream["error"].startswith(str(tmp_path / "mappings" / "files.yaml") + ":5:")
+    assert "Traceback" not in res.output
