@@ -170,8 +170,11 @@ def render(console: Console, db: Engine, rules: Rules, entity: str, key: str, fi
                       highlight=False)
         p = prov.get(f)
         if isinstance(p, list) and len(p) >= 5:
-            console.print("    " + escape(f"set by {p[0]} (record {p[4]}) under {p[2]}; vendor time {_when(p[1]) or '-'}, "
+            record = f" (record {p[4]})" if p[4] is not None else ""  # routing sets a value of no record
+            console.print("    " + escape(f"set by {p[0]}{record} under {p[2]}; vendor time {_when(p[1]) or '-'}, "
                                          f"hub time {_when(p[3]) or '-'}"), highlight=False, style="dim")
+        elif d["value"] is None:
+            console.print("    " + escape(f"not set by any system; rule now: {d['rule']}"), highlight=False, style="dim")
         else:
             source = f"{d['source']}, " if d["source"] else ""
             console.print("    " + escape(f"{source}no provenance (not written by the hub); rule now: {d['rule']}"),

@@ -471,7 +471,11 @@ class PageWriter:
         assigned = self.router.route(batch.conn, self.entity, [(e, st.values) for e, st in new.items()], now)
         now_iso = _iso(now)
         for a in assigned:
-            if a.owner is None:
+            if a.owner is None:  # said once, at creation, so `explain lead <id> owner_id` answers
+                changes.append({"entity": self.entity, "entity_id": a.entity_id, "op": "reject", "source": ROUTING,
+                                "fields": {"_rejected": {"owner_id": {"value": None, "rule": "routing",
+                                                                      "reason": a.reason()}}},
+                                "vendor_at": None, "at": now, "run_id": run_id})
                 continue
             st = new[a.entity_id]
             st.values["owner_id"] = a.owner

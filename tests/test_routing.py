@@ -122,6 +122,8 @@ def test_contacts_without_an_owner_get_one_and_explain_says_why(db: Engine, db_u
     doc = json.loads(res.stdout)["fields"]["owner_id"]
     assert doc["value"] == "carl" and doc["source"] == "routing" and doc["rule"] == "routing:team"
     assert "rule 2 (team) matched: team=us, round_robin=1 of 3" in json.dumps(doc["history"])
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "explain", "contact", "p1@x.io", "owner_id"])
+    assert "set by routing under routing:team;" in res.output and "record None" not in res.output
 
 
 @pytest.mark.parametrize(("routing", "message"), [
@@ -148,3 +150,15 @@ def test_status_lists_leads_no_rule_matched(db: Engine, db_url: str, tmp_path: P
     assert doc["lead"]["count"] == 1 and len(doc["lead"]["newest"]) == 1
     res = CliRunner().invoke(cli_app, ["--config", str(cfg), "status"])
     assert "1 lead(s) no routing rule matched" in res.output
+    # "why has this lead no owner": the routing decision made when the lead was created
+    with db.connect() as c:
+        lead_id = c.execute(select(leads.c.id).where(leads.c.email == "b@y.io")).scalar_one()
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "explain", "lead", lead_id, "owner_id", "--json"])
+    assert res.exit_code == 0, res.output
+    (h,) = json.loads(res.stdout)["fields"]["owner_id"]["history"]
+    assert (h["source"], h["accepted"], h["rule"]) == ("routing", False, "routing")
+    assert h["reason"] == "no routing rule matched: left unassigned"
+    res = CliRunner().invoke(cli_app, ["--config", str(cfg), "explain", "lead", lead_id, "owner_id"])
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert "owner_id = - not set by any system; rule now: most_recent" in text
+    assert "refused reject routing: - (rule: routing) — no routing rule matched: left unassigned" in text
