@@ -41,6 +41,10 @@ from state.schema import (
 #: referenced ids a run remembers at most (per referenced entity): ~100 bytes each
 REF_CACHE_SIZE = 50_000
 
+#: records merged between two sends of a page's entity writes (PostgreSQL executes one part while
+#: the next is merged)
+SEND_EVERY = 250
+
 #: a value that means "leave the stored value as it is"
 KEEP: Any = object()
 
@@ -125,6 +129,10 @@ class PageWriter:
             self.mapped_columns = [r.name for r in mapping.fields] + list(mapping.references)
             #: what a page writes of an entity: its mapped columns and the hub's own
             self.write_columns = ["id", *self.mapped_columns, "archived_at", "custom", "provenance"]
+            #: (field, most characters its column holds): a longer value is the record's failure,
+            #: not the page's (PostgreSQL would refuse the whole statement)
+            self.limits = [(f.name, n) for f in mapping.fields
+                           if (n := getattr(self.table.c[f.name].type, "length", None))]
             #: lead routing (hub.routing) for the records this stream creates without an owner
             self.router = router if router is not None and router.chain(self.entity) else None
             if self.router is not None and "owner_id" not in self.write_columns:
@@ -150,11 +158,16 @@ class PageWriter:
             records = list({r.external_id: r for r in records}.values())
         if self.ingest is not None:
             return self._prepare_events(records, prepared)
+        limits = self.limits
         for rec in records:
             try:
                 m = self.mapping.map(rec.data)
                 u = rec.updated_at
                 at = timestamp(u) if u else None
+                for f, n in limits:
+                    v = m.values.get(f)
+                    if v.__class__ is str and len(v) > n:
+                        raise MappingError(f"{f} is {len(v)} characters long; {self.entity}.{f} holds at most {n}")
             except (MappingError, TypeError, ValueError, AttributeError) as err:
                 prepared.failures.append({"external_id": rec.external_id, "payload": rec.data,
                                           "reason": f"mapping failed: {err}"})
@@ -202,7 +215,11 @@ class PageWriter:
         mapped = prepared.mapped
         changes: list[dict[str, Any]] = []
         if self.table is not None:
-            self._write_entities(batch, mapped, prepared.times, prepared.isos, now, run_id, changes, outcome)
+            try:
+                self._write_entities(batch, mapped, prepared.times, prepared.isos, now, run_id, changes, outcome)
+            except BaseException:
+                batch.abandon()  # out of pipeline mode before the caller rolls the page back
+                raise
         else:
             assert self.ingest is not None
             got = self.ingest.write(batch, prepared.events, deleted, now)
@@ -311,7 +328,12 @@ class PageWriter:
         ents: dict[str, _Entity] = {}
         new_links: list[dict[str, Any]] = []
         revived: list[str] = []
-        for (rec, m), vendor_at, vendor_iso in zip(mapped, times, isos, strict=True):
+        written: set[str] = set()
+        # Routing reads the database for the page's new records as a whole: then one send at the end.
+        every = SEND_EVERY if self.router is None else 0
+        for i, ((rec, m), vendor_at, vendor_iso) in enumerate(zip(mapped, times, isos, strict=True)):
+            if every and i and not i % every:
+                self._send(batch, ents, new_links, written)
             ext = rec.external_id
             link = links.get(ext)
             note = None
@@ -429,15 +451,33 @@ class PageWriter:
                             "fields": fields, "vendor_at": vendor_at, "at": now, "run_id": run_id})
         if self.router is not None:
             self._route(batch, ents, now, run_id, changes)
+        self._send(batch, ents, new_links, written, last=True)
+        if revived:
+            repos.set_links_deleted(conn, connector, entity, revived, None)
+        outcome.written += len(written)
+
+    def _send(self, batch: Batch, ents: dict[str, _Entity], new_links: list[dict[str, Any]], written: set[str],
+              last: bool = False) -> None:
+        """Queue the entities and links decided so far, and (but for the last part) send them: the
+        server writes them while the page's next records are merged. One transaction still."""
+        assert self.table is not None
         cols = self.write_columns
-        created = [{c: st.values.get(c) for c in cols} for st in ents.values() if st.new]
-        rows = [{c: st.values.get(c) for c in cols} for st in ents.values() if st.dirty and not st.new]
+        created, rows = [], []
+        for eid, st in ents.items():
+            if st.new:
+                created.append({c: st.values.get(c) for c in cols})
+            elif st.dirty:
+                rows.append({c: st.values.get(c) for c in cols})
+            else:
+                continue
+            st.new = st.dirty = False  # written: a later record of the page upserts it again
+            written.add(eid)
         repos.insert_entities(batch, self.table, created)
         repos.upsert_entities(batch, self.table, rows, cols)
         repos.insert_links(batch, new_links)
-        if revived:
-            repos.set_links_deleted(conn, connector, entity, revived, None)
-        outcome.written += len(rows) + len(created)
+        new_links.clear()
+        if not last:
+            batch.send()
 
     def _drop_held(self, conn: Connection, mapped: list[tuple[RawRecord, MappedRecord]], times: list[datetime | None],
                    isos: list[str | None], now: datetime, run_id: int | None, changes: list[dict[str, Any]],

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, Connection, Table
+from sqlalchemy import Column, Connection, String, Table
 from sqlalchemy.dialects import postgresql
 
 _PG = postgresql.dialect()
@@ -29,7 +29,9 @@ def _pg_type(col: Column[Any]) -> str:
         t = impl
     if hasattr(t, "_variant_mapping") and "postgresql" in t._variant_mapping:
         t = t._variant_mapping["postgresql"]
-    return str(t.compile(dialect=_PG))
+    # VARCHAR(n) without its length: an explicit cast to varchar(n) truncates silently, whereas
+    # storing into the varchar(n) column refuses a longer value ("value too long")
+    return str(t.compile(dialect=_PG)).partition("(")[0] if isinstance(t, String) else str(t.compile(dialect=_PG))
 
 
 @cache
@@ -110,6 +112,9 @@ class Batch:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
         self.ops: list[tuple[str, tuple[Any, ...] | dict[str, Any]]] = []
+        #: the open pipeline of `send()`, and its cursor
+        self._pipe: Any = None
+        self._cur: Any = None
 
     def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]], *,
                     conflict: Sequence[str] | None = None, update: Sequence[str] | None = None) -> None:
@@ -128,15 +133,45 @@ class Batch:
         assert self.pg, "Batch.sql is for PostgreSQL"
         self.ops.append((sql, params))
 
-    def flush(self) -> None:
+    def send(self) -> None:
+        """Send the queued writes without waiting for them: the server executes them while the
+        caller goes on (merging the rest of a page). `flush()` waits for them all; so does any
+        read on this connection meanwhile. A failure surfaces there, and the transaction with it."""
         if not self.ops:
             return
         ops, self.ops = self.ops, []
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
-        with raw.pipeline(), raw.cursor() as cur:
-            for sql, params in ops:
-                cur.execute(sql, params)
+        if self._pipe is None:
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            self._pipe = raw.pipeline()
+            self._pipe.__enter__()
+            self._cur = raw.cursor()
+        for sql, params in ops:
+            self._cur.execute(sql, params)  # may raise an earlier write's error
+
+    def flush(self) -> None:
+        """Send what is queued and wait until every write sent has been executed."""
+        try:
+            self.send()
+        except BaseException:
+            self.abandon()
+            raise
+        pipe, cur, self._pipe, self._cur = self._pipe, self._cur, None, None
+        if pipe is None:
+            return
+        try:
+            pipe.__exit__(None, None, None)  # syncs: raises the first failed write's error
+        finally:
+            cur.close()
+
+    def abandon(self) -> None:
+        """The page failed: leave pipeline mode without waiting on its writes (the transaction is
+        rolled back next)."""
+        pipe, cur, self._pipe, self._cur = self._pipe, self._cur, None, None
+        if pipe is not None:
+            err = RuntimeError("page abandoned")
+            pipe.__exit__(type(err), err, None)
+            cur.close()
 
 
 def _pg_params(rows: Sequence[dict[str, Any]], columns: tuple[str, ...], is_json: tuple[bool, ...]) -> tuple[Any, ...]:

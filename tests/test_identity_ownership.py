@@ -328,6 +328,64 @@ def test_one_page_with_one_email_twice_makes_one_entity(db_url: str) -> None:
         "link", {"value": "Annie", "rule": "priority", "reason": "src_b ranks below src_a"})
 
 
+def test_a_page_sent_in_parts_is_one_page(db_url: str) -> None:
+    """PostgreSQL gets a page's entity writes in parts while the rest is merged (SEND_EVERY): an
+    entity made in one part and matched again in a later one ends as one row with both records'
+    values, and the page's change log is whole."""
+    from hub.writer import SEND_EVERY
+
+    k = SEND_EVERY + 5  # second copies land in the second and third parts
+    people = [{"id": f"a{i}", "email": f"p{i}@example.com", "first": f"P{i}"} for i in range(k)]
+    people += [{"id": f"b{i}", "email": f"P{i}@example.com", "phone": f"+1 212 555 {i:04d}"} for i in range(k)]
+    _write(db_url, "src_a", "people", people)
+    rows = _rows(db_url, contacts)
+    assert len(rows) == k
+    assert {(r["email"], r["first_name"], r["phone"]) for r in rows} == {
+        (f"p{i}@example.com", f"P{i}", f"+1212555{i:04d}") for i in range(k)}
+    assert Counter(r["op"] for r in _log(db_url)) == {"create": k, "link": k}
+    eng = make_engine(db_url)
+    with eng.connect() as c:
+        assert c.execute(select(func.count()).select_from(external_links)).scalar_one() == 2 * k
+    eng.dispose()
+
+
+def test_a_value_longer_than_its_column_is_the_records_failure(db_url: str) -> None:
+    mapping = parse_mapping(CONTACT_MAPPING, "test.yaml")["orgs"]
+    writer = PageWriter("src_a", "orgs", mapping, parse_rules(WRITER_RULES))
+    prepared = writer.prepare([RawRecord("1", None, {"name": "Ok", "domain": "ok.example"}),
+                               RawRecord("2", None, {"name": "Long", "domain": "x" * 300 + ".example"})])
+    assert [r.external_id for r, _m in prepared.mapped] == ["1"]
+    (f,) = prepared.failures
+    assert f["external_id"] == "2" and f["payload"]["name"] == "Long"
+    assert f["reason"] == "mapping failed: domain is 308 characters long; account.domain holds at most 255"
+
+
+@pytest.mark.postgres
+def test_a_part_the_server_refuses_fails_the_whole_page(pg_only_url: str) -> None:
+    import psycopg
+
+    from hub.writer import SEND_EVERY
+
+    def orgs() -> list[dict[str, Any]]:
+        return [{"id": f"a{i}", "name": f"Org {i}", "domain": f"org{i}.example"} for i in range(2 * SEND_EVERY)]
+
+    page = orgs()
+    # longer than accounts.domain, and let through (the writer's own check off): refused by the
+    # server in the first part, never truncated
+    page[3]["domain"] = "x" * 300 + ".example"
+    writer = PageWriter("src_a", "orgs", parse_mapping(CONTACT_MAPPING, "test.yaml")["orgs"], parse_rules(WRITER_RULES))
+    writer.limits = []
+    eng = make_engine(pg_only_url)
+    with pytest.raises(psycopg.errors.StringDataRightTruncation), eng.connect() as conn, conn.begin():
+        batch = Batch(conn)
+        writer.write(batch, writer.prepare([RawRecord(r.pop("id"), T0.isoformat(), r) for r in page]), [], T0, None)
+        batch.flush()
+    eng.dispose()
+    assert _rows(pg_only_url, accounts) == [] and _log(pg_only_url) == []
+    _write(pg_only_url, "src_a", "orgs", orgs()[:3])  # the connection left pipeline mode: it works
+    assert len(_rows(pg_only_url, accounts)) == 3
+
+
 def test_ambiguous_match_links_to_the_oldest_and_says_so(db_url: str) -> None:
     # two canonical contacts with one email (made by one source that allows duplicates, in two pages)
     _write(db_url, "src_a", "people", [{"id": "1", "email": "dup@example.com", "first": "Old"}])
