@@ -1,11 +1,18 @@
 """Cut a wave over: a last delta, a verify, then crm owns the wave's records.
 
-After the cutover the source no longer writes the wave's records: every later `migrate run` or
-`migrate delta` holds them back (counted as `held`), so an edit made in the legacy CRM after the
-cutover is not applied, while edits in the CRM (system `crm`) go on as usual. The hold is per
-record set (the wave's crosswalk rows), which the ownership rules, keyed by entity and field,
-cannot express; a plain `crmhub sync run <source>` of the same connector instance does not yet
-consult it (docs/migrations.md, "Cutover and plain syncs").
+After the cutover the source no longer writes the wave's records, however it is read, while edits
+in the CRM (system `crm`) go on as usual:
+
+- `migrate delta` of the wave, or a `migrate run` of another wave that selects them, holds them
+  back (counted as `held`, nothing written; legacy deletes are not applied either);
+- `migrate run` of the wave refuses (nothing to run);
+- a plain `crmhub sync run <source>` of the same connector instance refuses them too: its page
+  writer asks the crosswalk (`hub.sync.SyncEngine._hold`, `state.migration_repo.held_ids`) and
+  logs a change-log `reject` naming the cut-over wave (`hub.writer.PageWriter._drop_held`).
+
+The hold is per record set (the wave's crosswalk rows), which the ownership rules, keyed by entity
+and field, cannot express. A plain sync still writes records of no wave, and does not yet hold
+back deletes (docs/migrations.md, "Cutover and plain syncs").
 """
 
 from __future__ import annotations
