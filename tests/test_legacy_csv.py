@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from connectors.legacy_csv import LegacyCsvConnector
 from hub.app import Hub
 from hub.config import parse_config
-from hub.migrate.run import WaveRunner
+from hub.migrate.run import ReadProgress, StreamReport, WaveRunner, read_progress
 from hub.registry import ConnectorFactory
 from hub.sdk import FatalError
 from state.db import make_engine
@@ -132,6 +132,27 @@ def test_resume_from_any_cursor_and_a_delta_after_the_end(tmp_path: Path) -> Non
     assert [r.external_id for p in c.read("contacts", end) for r in p.records] == ["12"]
 
 
+def test_progress_is_bytes_of_the_file_so_a_csv_stream_has_a_total(tmp_path: Path) -> None:
+    from connectors.legacy_csv.sandbox import export
+
+    export(tmp_path / "exp", 200)
+    size = (tmp_path / "exp" / "people.csv").stat().st_size
+    cfg = {"kind": "legacy_csv", "path": str(tmp_path / "exp"), "page_size": 100,
+           "streams": {"contacts": {"file": "people.csv", "updated_at": "updated_on"}}}
+    c = ConnectorFactory(parse_config({"connectors": {"exp": cfg}})).build("exp")
+    pages = list(c.read("contacts", None))
+    seen = [read_progress(c, "contacts", p.next_cursor, 0) for p in pages]
+    assert {(x.total, x.unit) for x in seen} == {(size, "bytes")}  # known before the file is read through
+    done = [x.done for x in seen]
+    assert done == sorted(done) and 0 < done[0] < size and done[-1] == size
+    # a resume's progress starts where the stopped read was, not at zero
+    rest = list(c.read("contacts", pages[2].next_cursor))
+    assert read_progress(c, "contacts", rest[0].next_cursor, 0).done > done[2]
+    # a cursor stored before it carried a position: no total, as for a source that cannot tell
+    assert read_progress(c, "contacts", {"row": 100, "hwm": None, "since": None}, 100) == \
+        ReadProgress(100, None, "rows")
+
+
 # -- the hostile export as a wave -------------------------------------------------------------------
 
 
@@ -198,3 +219,16 @@ def test_the_sandbox_export_reads_back_row_for_row(tmp_path: Path) -> None:
     assert accts[0].data["created_on"] == "2019-01-01" and accts[0].data["fax"] is None
     assert accts[0].updated_at == "2019-01-01T09:01:00+00:00"
     assert sum(len(p.records) for p in c.read("contacts", None)) == 90
+
+
+def test_a_csv_wave_reports_progress_with_a_total(csv_hub: Hub, tmp_path: Path) -> None:
+    seen: list[tuple[str, ReadProgress]] = []
+
+    def on_page(rep: StreamReport, at: ReadProgress) -> None:
+        seen.append((rep.stream, at))
+
+    WaveRunner(csv_hub, "emea", progress=on_page).run(dry_run=True)
+    sizes = {"accounts": "companies.csv", "contacts": "people.csv"}  # deals.csv stops at its header
+    for stream, file in sizes.items():
+        size = (tmp_path / "export" / file).stat().st_size
+        assert [at for s, at in seen if s == stream][-1] == ReadProgress(size, size, "bytes")

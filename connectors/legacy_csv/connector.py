@@ -9,11 +9,13 @@
           contacts: {file: people.csv, key: id, required: [email]}
 
 Cursor (opaque to the engine): `{"row": <data rows consumed>, "hwm": <newest updated_at seen>,
-"since": <only rows changed after this, or None>}`. A resume skips the rows already consumed
-(parsing them again, not handing them on). When a file has been read to its end the cursor
-becomes `{"row": 0, "since": <hwm>}`: the next read (a delta, over a fresh export in the same
-place) hands on only rows whose `updated_at` is newer, or every row when the stream has no
-`updated_at` column (the writer then changes only what differs).
+"since": <only rows changed after this, or None>, "at": <bytes of the file read so far>}`. A
+resume skips the rows already consumed (parsing them again, not handing them on). When a file
+has been read to its end the cursor becomes `{"row": 0, "since": <hwm>, "at": <the file's size>}`:
+the next read (a delta, over a fresh export in the same place) hands on only rows whose
+`updated_at` is newer, or every row when the stream has no `updated_at` column (the writer then
+changes only what differs). `at` is only a measure of progress (`read_position`): a read never
+seeks by it, since the text layer reads ahead of the last row.
 
 A row that cannot be used (too few fields, an empty key or required value, a date in no known
 format, an oversized field) is a `RejectedRecord` naming the file, line and column; the page
@@ -30,7 +32,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connectors.legacy_csv.reading import DEFAULT_DATE_FORMATS, CsvRow, DateParser, HeaderError, rows
+from connectors.legacy_csv.reading import (
+    DEFAULT_DATE_FORMATS,
+    ByteOffset,
+    CsvRow,
+    DateParser,
+    HeaderError,
+    rows,
+)
 from hub.sdk import (
     Connector,
     ConnectorConfig,
@@ -138,11 +147,12 @@ class LegacyCsvConnector(Connector):
         dates = list(dict.fromkeys([*spec.dates, *([spec.updated_at] if spec.updated_at else [])]))
         records: list[RawRecord] = []
         rejected: list[RejectedRecord] = []
+        offset = ByteOffset()
         try:
             for row in rows(path, key=spec.key, encoding=self.cfg.encoding, delimiter=self.cfg.delimiter,
                             required=spec.required, dates=dates, parse_date=self.parse_date,
                             null_values=self.cfg.null_values, max_field_chars=self.cfg.max_field_chars,
-                            skip=consumed):
+                            skip=consumed, offset=offset):
                 consumed += 1
                 rec = self._record(spec, row, rejected)
                 if rec is not None:
@@ -153,7 +163,7 @@ class LegacyCsvConnector(Connector):
                         records.append(rec)
                 if len(records) + len(rejected) >= self.cfg.page_size:
                     yield Page(records=records, rejected=rejected,
-                               next_cursor={"row": consumed, "hwm": hwm, "since": since})
+                               next_cursor={"row": consumed, "hwm": hwm, "since": since, "at": offset()})
                     records, rejected = [], []
         except HeaderError as e:
             raise FatalError(f"{self.name}.{stream}: {e}") from None
@@ -162,7 +172,21 @@ class LegacyCsvConnector(Connector):
                              f"{e.start}). Fix: set `encoding: auto` (UTF-8 or Windows-1252) or the file's "
                              "encoding") from None
         # read to the end: the next read is a delta from the newest change seen
-        yield Page(records=records, rejected=rejected, next_cursor={"row": 0, "hwm": hwm, "since": hwm})
+        yield Page(records=records, rejected=rejected,
+                   next_cursor={"row": 0, "hwm": hwm, "since": hwm, "at": offset()})
+
+    def read_position(self, stream: str, cursor: Cursor | None) -> tuple[int, int] | None:
+        """(bytes read, file size) of the read that left `cursor`: a progress bar's total and ETA
+        for a source whose rows cannot be counted without reading the whole file."""
+        spec = self.cfg.streams.get(stream)
+        at = cursor.get("at") if cursor else None
+        if spec is None or not isinstance(at, int):
+            return None  # a cursor written before `at` existed; the next page's has it
+        try:
+            size = (Path(self.cfg.path) / spec.file).stat().st_size
+        except OSError:
+            return None
+        return min(at, size), size
 
     def _record(self, spec: CsvStream, row: CsvRow, rejected: list[RejectedRecord]) -> RawRecord | None:
         if row.values is None:

@@ -41,33 +41,26 @@ def _report_path(h: Any, wave: str, what: str) -> Path:
     return d / f"{wave}-{what}.json"
 
 
-def _progress(h: Any, wave: str, as_json: bool) -> tuple[Any, Any]:
-    """A progress bar per stream (rate, ETA against the source's row count when it can tell)."""
+def _progress(as_json: bool) -> tuple[Any, Any]:
+    """A progress bar per stream: records read, rate, and an ETA when the source tells how far its read
+    is (hub.migrate.run.read_progress: bytes of a CSV file, or rows against a table's count)."""
     if as_json or not out.is_terminal:
         return None, None
-    from hub.migrate.waves import load_wave
-
-    w = load_wave(h, wave)
-    totals: dict[str, int | None] = {}
-    conn = h.engine.build(w.source)
-    try:
-        count = getattr(conn, "count_rows", None)
-        for sp in w.streams:
-            totals[sp.name] = count(sp.name) if count else None
-    finally:
-        conn.close()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,} read"),
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[read]:,} read"),
                    TextColumn("{task.fields[rate]:,.0f}/s"), TimeRemainingColumn(), console=out)
     tasks: dict[str, TaskID] = {}
-    starts: dict[str, float] = {}
+    starts: dict[str, tuple[float, int]] = {}
 
-    def on_page(rep: Any) -> None:
+    def on_page(rep: Any, at: Any) -> None:
         if rep.stream not in tasks:
-            tasks[rep.stream] = bar.add_task(rep.stream, total=totals.get(rep.stream), rate=0.0)
-            starts[rep.stream] = time.perf_counter()
-        spent = time.perf_counter() - starts[rep.stream]
-        rate = rep.read / spent if spent > 0 else 0.0
-        bar.update(tasks[rep.stream], completed=rep.read, rate=rate)
+            # measured from the first page on, so a resume's jump to its position is not speed
+            tasks[rep.stream] = bar.add_task(rep.stream, total=at.total, completed=at.done, read=rep.read, rate=0.0)
+            starts[rep.stream] = (time.perf_counter(), rep.read)
+            return
+        t0, read0 = starts[rep.stream]
+        spent = time.perf_counter() - t0
+        rate = (rep.read - read0) / spent if spent > 0 else 0.0
+        bar.update(tasks[rep.stream], total=at.total, completed=at.done, read=rep.read, rate=rate)
 
     return bar, on_page
 
@@ -103,8 +96,9 @@ def plan_cmd(ctx: typer.Context, wave: WaveArg, as_json: JsonOpt = False,
         if as_json:
             _dump(doc)
             return
+        est = f"{rep.estimate_seconds:.1f}" if rep.estimate_seconds < 10 else f"{rep.estimate_seconds:,.0f}"
         out.print(f"wave [bold]{rep.wave}[/bold]: {rep.source}.{rep.root} where {rep.where or 'all'} — "
-                  f"{rep.records:,} records, estimated {rep.estimate_seconds:.0f} s")
+                  f"{rep.records:,} records, estimated {est} s")
         t = table("stream", "read", "records", "create", "match", "update", "reject", "conflicts", "overlaps")
         for s in rep.streams:
             t.add_row(s.stream, f"{s.read:,}", f"{s.records:,}", f"{s.would_create:,}", f"{s.would_match:,}",
@@ -120,12 +114,21 @@ def plan_cmd(ctx: typer.Context, wave: WaveArg, as_json: JsonOpt = False,
             if s.duplicates:
                 out.print(f"{s.stream}: {s.duplicates['count']:,} duplicates by {s.duplicates['key']} "
                           f"(e.g. {', '.join(s.duplicates['samples'])})", markup=False, highlight=False)
+            for f, info in s.conflict_fields.items():
+                samples = "; ".join(f"{x['legacy_id']}: {x['reason']}" for x in info["samples"])
+                out.print(f"{s.stream}.{f}: the ownership rules refuse {info['count']:,} values of {rep.source} "
+                          f"({info['rule']}; {samples})", markup=False, highlight=False)
         for other, o in rep.overlaps.items():
             out.print(f"[yellow]overlap[/yellow] with wave {other}: {o['count']:,} root records "
                       f"(e.g. {', '.join(o['samples'])}); the wave that runs first keeps them", highlight=False)
         if rep.left_out:
             out.print(f"streams not related to {rep.root}, left out: {', '.join(rep.left_out)}")
-        out.print(f"report: {path}")
+        if rep.rejects:
+            total = sum(s.would_reject for s in rep.streams)
+            out.print(f"rows a run would reject ({len(rep.rejects):,} of {total:,} listed):")
+            for r in rep.rejects:
+                out.print(f"  {r['stream']} {r['legacy_id']}: {r['reason']}", markup=False, highlight=False)
+        out.print(f"report: {path}", highlight=False)
 
 
 @migrate_app.command("run")
@@ -135,7 +138,7 @@ def run_cmd(ctx: typer.Context, wave: WaveArg, dry_run: Annotated[bool, typer.Op
     from hub.migrate.run import WaveRunner
 
     with _hub(ctx) as h:
-        bar, on_page = _progress(h, wave, as_json)
+        bar, on_page = _progress(as_json)
         runner = WaveRunner(h, wave, progress=on_page)
         if bar is not None:
             with bar:

@@ -41,7 +41,7 @@ from state.schema import ENTITY_TABLES, activities, migration_items
 if TYPE_CHECKING:
     from hub.app import Hub
 
-__all__ = ["RunReport", "StreamReport", "WaveRunner", "excerpt"]
+__all__ = ["ReadProgress", "RunReport", "StreamReport", "WaveRunner", "excerpt", "read_progress"]
 
 #: rejected rows kept in a report (all of them are in hub.migration_rejects)
 REPORT_REJECTS = 50
@@ -112,7 +112,31 @@ class RunReport:
         return asdict(self)
 
 
-ProgressFn = Callable[[StreamReport], None]
+@dataclass(frozen=True, slots=True)
+class ReadProgress:
+    """How far the read of a stream is: `done` of `total` `unit`s (rows, or bytes of a file);
+    `total` is None when the source cannot tell, and a progress bar then has no ETA."""
+
+    done: int
+    total: int | None
+    unit: str
+
+
+def read_progress(connector: Connector, stream: str, cursor: Any, read: int,
+                  rows_total: int | None = None) -> ReadProgress:
+    """The progress of a stream whose last stored page left `cursor`, `read` records into this run.
+
+    By the source's own position when it has one (`read_position(stream, cursor)`: bytes of a CSV
+    file, known without counting rows, and right after a resume too); else by rows against
+    `rows_total` (`count_rows(stream)`, as legacy_sql answers); else without a total."""
+    at = getattr(connector, "read_position", None)
+    pos = at(stream, cursor) if at is not None else None
+    if pos is not None:
+        return ReadProgress(int(pos[0]), int(pos[1]), "bytes")
+    return ReadProgress(read, rows_total, "rows")
+
+
+ProgressFn = Callable[[StreamReport, ReadProgress], None]
 #: called with each page's transaction open (tests use it to look inside; plan to analyse)
 PageHook = Callable[[Connection, StreamPlan, list[RawRecord], Any], None]
 
@@ -271,6 +295,7 @@ class WaveRunner:
         w = self.wave
         started = time.perf_counter()
         writer = PageWriter(w.source, sp.name, sp.mapping, self.rules)
+        rows_total = self._rows_total(connector, sp.name) if self.progress else None
         with self._page_tx(conn):
             run_id = repos.start_run(conn, w.source, w.run_stream(sp.name), self.clock(), self.worker)
         status, error = "ok", None
@@ -285,7 +310,7 @@ class WaveRunner:
                 if not self.dry and mode == "run" and rep.pages in ANALYZE_AT:
                     repos.refresh_statistics(self.db, [*writer.tables(), migration_items], rep.read)
                 if self.progress:
-                    self.progress(rep)
+                    self.progress(rep, read_progress(connector, sp.name, last, rep.read, rows_total))
             if mode == "delta" and self.sweep and not self.dry and w.name not in self.cutover_waves:
                 self._sweep(conn, connector, writer, sp, run_id, rep)
         except (FatalError, RetriableError, CursorExpired, MigrateError) as exc:
@@ -297,6 +322,14 @@ class WaveRunner:
                 repos.put_cursor(conn, w.cursor_owner, sp.name,
                                  {"mode": mode, "pass": pass_no, "done": True, "source": last}, self.clock())
             repos.finish_run(conn, run_id, status, self.clock(), error)
+
+    @staticmethod
+    def _rows_total(connector: Connector, stream: str) -> int | None:
+        """A progress bar's total in rows, from a source that counts them (one query per stream)."""
+        if hasattr(connector, "read_position"):
+            return None  # it measures its own progress (bytes of a file): no count needed
+        count = getattr(connector, "count_rows", None)
+        return int(count(stream)) if count is not None else None
 
     def _page(self, conn: Connection, connector: Connector, writer: PageWriter, sp: StreamPlan, page: Page,
               records: list[RawRecord], dups: list[tuple[RawRecord, str]], prepared_all: Prepared, mode: str,
