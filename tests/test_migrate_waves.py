@@ -1,15 +1,20 @@
-"""Waves: config errors name the key and the fix; ids files; overlaps between waves; checksums."""
+"""Waves: config errors name the key and the fix; ids files; overlaps between waves; checksums;
+one run of a wave at a time."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, update
 
 from connectors.legacy_sql.sandbox import seed
 from hub.app import Hub
@@ -20,7 +25,11 @@ from hub.migrate.run import WaveRunner
 from hub.migrate.waves import MigrateError, load_wave
 from hub.migrate.where import WhereError, match_in_memory
 from hub.sdk.types import RawRecord
-from state.schema import accounts, migration_items, migration_rejects
+from state import migration_repo as mrepo
+from state import repos
+from state.schema import accounts, leases, migration_items, migration_rejects
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STREAMS = {"accounts": {"table": "companies", "key": "id", "updated_at": "updated_on"},
            "contacts": {"table": "people", "key": "id", "updated_at": "updated_on"},
@@ -164,3 +173,67 @@ def test_the_config_of_the_issue_works_as_written(tmp_path: Path) -> None:
     assert [(s.name, s.parent, s.ref_field) for s in w.streams] == [
         ("accounts", None, None), ("contacts", "accounts", "account_id"), ("opportunities", "accounts", "account_id")]
     h.close()
+
+
+#: a second run of a wave in its own process: it stops after its first page (committed, lease held)
+#: until told to go on, so the test can try a delta while it runs
+HOLDER = """
+import sys
+from hub.app import Hub
+from hub.migrate.run import WaveRunner
+
+hub = Hub.from_path(sys.argv[1]).ready()
+held = []
+
+def on_page(rep, at):
+    if not held:
+        held.append(rep.stream)
+        print("holding", flush=True)
+        sys.stdin.readline()
+
+rep = WaveRunner(hub, sys.argv[2], progress=on_page).run()
+hub.close()
+print(rep.status, flush=True)
+"""
+
+
+def test_a_delta_refuses_while_another_run_of_the_wave_holds_its_lease(hub: Hub) -> None:
+    assert WaveRunner(hub, "emea").run().status == "ok"
+    env = {k: v for k, v in os.environ.items() if k not in ("CRMHUB_CONFIG", "CRMHUB_DATABASE_URL")}
+    errors = Path(str(hub.cfg.path)).parent / "holder.err"
+    with errors.open("w") as err:
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(hub.cfg.path), "emea"], cwd=ROOT, env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "holding\n", errors.read_text()
+        owner = f"{socket.gethostname()}:{holder.pid}"
+        with pytest.raises(MigrateError, match=rf"wave emea is being migrated by {owner} \(lease until "):
+            WaveRunner(hub, "emea").delta()
+        with hub.db.connect() as c:  # the refused delta changed nothing: the pass is the holder's
+            assert mrepo.get_wave(c, "emea")["pass_no"] == 2  # type: ignore[index]
+            assert repos.lease_holder(c, "migrate:emea")["owner"] == owner  # type: ignore[index]
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0, errors.read_text()
+        assert holder.stdout.read() == "ok\n"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    # the holder released the lease at its end: the delta runs now
+    assert WaveRunner(hub, "emea").delta().status == "ok"
+
+
+def test_a_lease_of_another_machine_is_waited_out_not_taken(hub: Hub) -> None:
+    assert WaveRunner(hub, "first").run().status == "ok"
+    now = datetime.now(UTC)
+    with hub.db.begin() as c:  # a run on another machine: its process cannot be checked from here
+        assert repos.acquire_lease(c, "migrate:first", "elsewhere:4242", now, timedelta(minutes=2))
+    with pytest.raises(MigrateError, match=r"wave first is being migrated by elsewhere:4242"):
+        WaveRunner(hub, "first").delta()
+    with hub.db.begin() as c:  # its lease runs out (time shifted in SQL, not slept)
+        c.execute(update(leases).where(leases.c.name == "migrate:first").values(expires_at=now - timedelta(seconds=1)))
+    assert WaveRunner(hub, "first").delta().status == "ok"
+    with hub.db.connect() as c:
+        assert repos.lease_holder(c, "migrate:first") is None  # released at the delta's end
