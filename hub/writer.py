@@ -533,6 +533,13 @@ class PageWriter:
         (`hub.ownership.delete_outcome`): never because a minor source deleted it."""
         links = repos.lookup_links(conn, self.connector, self.entity, deleted)
         live = {ext: eid for ext, (eid, d) in links.items() if d is None}
+        held = self.hold(conn, list(live)) if self.hold is not None and live else {}
+        for ext, wave in held.items():  # a cut-over wave's records are crm's: the source's delete is refused
+            outcome.succeeded_ids.append(ext)
+            changes.append({"entity": self.entity, "entity_id": live.pop(ext), "op": "reject", "source": self.connector,
+                            "vendor_at": None, "at": now, "run_id": run_id, "fields": {"_rejected": {"*": {
+                                "rule": "cutover", "reason": f"wave {wave} is cut over: crm owns these records, "
+                                "the delete is not applied"}}}})
         if not live:
             return
         repos.set_links_deleted(conn, self.connector, self.entity, list(live), now)

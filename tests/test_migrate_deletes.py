@@ -144,3 +144,19 @@ def test_soft_and_hard_legacy_deletes_reach_the_wave_in_a_delta(stack: tuple[Hub
         left = c.execute(select(migration_items.c.legacy_id).where(migration_items.c.wave == "emea")).all()
         gone = c.execute(select(contacts.c.id).where(contacts.c.email.like("%@company%"))).all()
     assert left == [] and len(gone) == len(amer)
+
+    # a cut-over record is not unlinked nor archived through a plain sync of the source, which reads the soft-delete flag as a delete
+    with legacy.begin() as c:
+        c.execute(text("UPDATE people SET is_deleted = 1, updated_on = :t WHERE id = :i"), {"t": LATER, "i": amer[2]})
+    (res,) = hub.engine.run("legacy.contacts")
+    assert res.status == "ok", res.error
+    kept = _contact(hub, amer[2])
+    assert kept["archived_at"] is None
+    with hub.db.connect() as c:
+        live = c.execute(select(external_links.c.deleted_at).where(
+            external_links.c.connector == "legacy", external_links.c.entity == "contact",
+            external_links.c.external_id == str(amer[2]))).scalar_one()
+        refused = c.execute(select(change_log.c.fields).where(change_log.c.entity_id == kept["id"],
+                                                              change_log.c.op == "reject")).scalars().all()
+    assert live is None
+    assert any("the delete is not applied" in str(f) for f in refused), refused
