@@ -3,7 +3,8 @@
 A page of `ActivityEvent`s (hub.sdk.activity) from any connector costs a fixed number of
 statements: one look-up of the page's known versions, one of its activity rows, one of
 contacts by the participants' addresses, one by their numbers, one per referenced entity
-kind, one of the matched accounts' open opportunities; then one insert per table.
+kind, one of the matched accounts' open opportunities (and for deletes and status-only
+changes, one of the stored participants and one of the stored rows); then one insert per table.
 
 - Participants are normalised here, once for every vendor: addresses lower-cased out of
   their display forms (`"Ann Lee" <Ann@Example.com>`), numbers to E.164. Addresses,
@@ -17,9 +18,14 @@ kind, one of the matched accounts' open opportunities; then one insert per table
   changed one is a new version in hub.activity_versions; the activity row shows the
   latest by the vendor's change time, so versions arriving out of order never roll it back.
   A vendor delete is a version too (status `deleted`): history is never overwritten.
+- A status-only event (`occurred_at` empty: the vendor said no more than the item's new status,
+  as Google does of a cancelled meeting) is a new version of the stored activity with that
+  status: its time, people and the rest stay as stored. Of an item the hub does not hold, or
+  one already in that status, it is a no-op. A record and a delete of one item in a page: the
+  record says what became of it.
 - Participants that match no contact are kept with contact_id NULL; `relink` (run after
   every contact sync, and by `crmhub activities relink`) attaches them when the contact
-  appears.
+  appears, and gives their activities a contact, its account and opportunity by the same rules.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ _ROLE_RANK = {r: i for i, r in enumerate(ROLE_ORDER)}
 #: roles an internal user acts in (the activity's actor)
 _ACTOR_ROLES = ("from", "organizer", "agent", "caller", "callee", "to")
 _CLOSED = ("closed", "won", "lost")
+#: a participant as a version's data holds it
+_PART_KEYS = ("role", "email", "phone", "user_id", "name", "response", "internal")
 #: the payload marker of an activity queued for retry (so a replay needs no connector)
 RETRY_MARK = "__activity__"
 
@@ -127,6 +135,7 @@ class _Norm:
     digest: str
     vendor_at: datetime | None
     data: dict[str, Any] = field(default_factory=dict)
+    status_only: bool = False  # filled from the stored activity at write time
 
 
 @dataclass
@@ -148,14 +157,21 @@ class ActivityIngest:
 
     # -- normalising (no database) ---------------------------------------------------------------
 
-    def normalise(self, event: ActivityEvent) -> _Norm:
-        parts = []
-        for p in event.participants:
-            email, name = _norm_email(p.email)
-            phone = e164(p.phone) if p.phone else None
-            parts.append({"role": p.role, "email": email, "phone": phone, "user_id": p.user_id,
-                          "name": p.name or name, "response": p.response,
-                          "internal": (email, phone) in self.internal})
+    def normalise(self, event: ActivityEvent, parts: list[dict[str, Any]] | None = None) -> _Norm:
+        """`parts`: participants already normalised (an activity restated from the store)."""
+        if event.occurred_at == "":
+            if not event.status:
+                raise MappingError("an event without occurred_at (a status-only change) needs a status")
+            vendor_at = timestamp(event.updated_at) if event.updated_at else None
+            return _Norm(event.external_id, event, [], "", vendor_at, status_only=True)
+        if parts is None:
+            parts = []
+            for p in event.participants:
+                email, name = _norm_email(p.email)
+                phone = e164(p.phone) if p.phone else None
+                parts.append({"role": p.role, "email": email, "phone": phone, "user_id": p.user_id,
+                              "name": p.name or name, "response": p.response,
+                              "internal": (email, phone) in self.internal})
         if event.occurred_at is None or timestamp(event.occurred_at) is None:
             raise MappingError("an activity needs occurred_at")
         data = {name: getattr(event, name) for name in _EVENT_FIELDS}
@@ -196,16 +212,7 @@ class ActivityIngest:
         batch.flush()
         versions = self._versions(conn, ids)
         rows = self._rows(conn, ids)
-        for ext in deleted:  # a vendor delete: a version with status `deleted`, history kept
-            row = rows.get(ext)
-            if row is not None and row["status"] != "deleted" and ext not in norms:
-                # no vendor time: a delete always applies, and so does the next live version
-                # read after it (an item moved between two folders a connector reads)
-                ev = ActivityEvent(type=row["type"], external_id=ext, occurred_at=row["occurred_at"].isoformat(),
-                                   status="deleted", subject=row["subject"])
-                n = self.normalise(ev)
-                n.parts = self._stored_parts(conn, row["id"])
-                norms[ext] = n
+        self._restate(conn, norms, deleted, rows, out)
         resolved = self._resolve(conn, list(norms.values()))
         new_rows, changed, part_rows, version_rows, replaced = [], [], [], [], []
         for ext, n in norms.items():
@@ -302,11 +309,63 @@ class ActivityIngest:
                 out[r["external_id"]] = dict(r)
         return out
 
-    def _stored_parts(self, conn: Connection, activity_id: str) -> list[dict[str, Any]]:
+    def _restate(self, conn: Connection, norms: dict[str, _Norm], deleted: Sequence[str],
+                 rows: dict[str, dict[str, Any]], out: IngestOutcome) -> None:
+        """Deletes and status-only events as new versions of the stored activities (in `norms`)."""
+        spoken = set(norms)  # a record and a delete of one item in a page: the record wins
+        # a vendor delete: a version with status `deleted`, history kept
+        gone = [e for e in dict.fromkeys(deleted)
+                if e not in spoken and e in rows and rows[e]["status"] != "deleted"]
+        changed: list[tuple[str, _Norm]] = []
+        for ext, n in list(norms.items()):
+            if n.status_only:
+                del norms[ext]
+                row = rows.get(ext)
+                if row is None or row["status"] == n.event.status:
+                    out.duplicates += 1
+                    out.succeeded_ids.append(ext)
+                else:
+                    changed.append((ext, n))
+        if not gone and not changed:
+            return
+        parts = self._stored_parts(conn, [rows[e]["id"] for e in gone] + [rows[e]["id"] for e, _n in changed])
+        for ext in gone:
+            row = rows[ext]
+            # no vendor time: a delete always applies, and so does the next live version
+            # read after it (an item moved between two folders a connector reads)
+            ev = ActivityEvent(type=row["type"], external_id=ext, occurred_at=row["occurred_at"].isoformat(),
+                               status="deleted", subject=row["subject"])
+            norms[ext] = self.normalise(ev, parts.get(row["id"], []))
+        if not changed:
+            return
+        a = activities.c
+        stored: dict[str, dict[str, Any]] = {}
+        for chunk in repos.parts(conn, [rows[e]["id"] for e, _n in changed]):
+            q = select(a.id, a.ended_at, a.direction, a.url, a.payload).where(repos.among(conn, a.id, chunk))
+            stored.update((r["id"], dict(r)) for r in conn.execute(q).mappings())
+        for ext, n in changed:
+            row = rows[ext]
+            more = stored[row["id"]]
+            pay = more["payload"] or {}
+            ev = ActivityEvent(type=row["type"], external_id=ext, occurred_at=row["occurred_at"].isoformat(),
+                               ended_at=more["ended_at"].isoformat() if more["ended_at"] else None,
+                               duration_s=pay.get("duration_s"), direction=more["direction"], subject=row["subject"],
+                               status=n.event.status, url=more["url"], body_excerpt=pay.get("body_excerpt"),
+                               updated_at=n.event.updated_at, refs=pay.get("refs") or {},
+                               details=pay.get("details") or {})
+            norms[ext] = self.normalise(ev, parts.get(row["id"], []))
+
+    def _stored_parts(self, conn: Connection, activity_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         p = activity_participants.c
-        q = select(p.role, p.email, p.phone, p.user_id, p.name, p.response, p.internal).where(
-            p.activity_id == activity_id)
-        return [dict(r) for r in conn.execute(q).mappings()]
+        out: dict[str, list[dict[str, Any]]] = {}
+        for chunk in repos.parts(conn, activity_ids):
+            q = (select(p.activity_id, *(p[k] for k in _PART_KEYS))
+                 .where(repos.among(conn, p.activity_id, chunk))
+                 .order_by(p.activity_id, _role_rank_sql(p.role), p.email, p.phone, p.user_id))
+            for aid, *values in conn.execute(q):
+                # plain str keys: a row's are str subclasses, which orjson refuses as keys
+                out.setdefault(aid, []).append(dict(zip(_PART_KEYS, values, strict=True)))
+        return out
 
     def _resolve(self, conn: Connection, norms: list[_Norm]) -> dict[str, tuple[Any, ...]]:
         """Per event: (contact_id, account_id, opportunity_id, actor, [contact_id per participant])."""
@@ -358,18 +417,23 @@ class ActivityIngest:
                 contact_id, account_id = best[1], account_id or best[2]
             opp = linked["opportunity"].get(ev.refs.get("opportunity", "")) if ev.refs.get("opportunity") else None
             out[n.rec_id] = (contact_id, account_id, opp, actor, matched)
-        need_opp = sorted({v[1] for v in out.values() if v[1] and not v[2]})
-        open_opps: dict[str, list[str]] = {}
-        o = opportunities.c
-        for chunk in repos.parts(conn, need_opp):
-            q = select(o.account_id, o.id, o.stage).where(repos.among(conn, o.account_id, chunk), o.archived_at.is_(None))
-            for acc, oid, stage in conn.execute(q):
-                if not any(w in (stage or "").lower() for w in _CLOSED):
-                    open_opps.setdefault(acc, []).append(oid)
+        sole = _sole_open_opportunity(conn, sorted({v[1] for v in out.values() if v[1] and not v[2]}))
         for k, (cid, acc, opp, actor, matched) in out.items():
-            if opp is None and acc and len(open_opps.get(acc, [])) == 1:
-                out[k] = (cid, acc, open_opps[acc][0], actor, matched)
+            if opp is None and acc in sole:
+                out[k] = (cid, acc, sole[acc], actor, matched)
         return out
+
+
+def _sole_open_opportunity(conn: Connection, account_ids: Sequence[str]) -> dict[str, str]:
+    """Account -> its open opportunity, for the accounts that have exactly one (an unambiguous one)."""
+    open_opps: dict[str, list[str]] = {}
+    o = opportunities.c
+    for chunk in repos.parts(conn, account_ids):
+        q = select(o.account_id, o.id, o.stage).where(repos.among(conn, o.account_id, chunk), o.archived_at.is_(None))
+        for acc, oid, stage in conn.execute(q):
+            if not any(w in (stage or "").lower() for w in _CLOSED):
+                open_opps.setdefault(acc, []).append(oid)
+    return {acc: oids[0] for acc, oids in open_opps.items() if len(oids) == 1}
 
 
 def _dedupe_key(ev: ActivityEvent) -> str | None:
@@ -382,7 +446,8 @@ def _dedupe_key(ev: ActivityEvent) -> str | None:
 
 def relink(conn: Connection) -> int:
     """Attach participants that matched no contact to contacts that exist now; then give their
-    activities a contact (and its account) where they had none. Returns participants attached."""
+    activities a contact (and its account) where they had none, and an opportunity where they had
+    none by the rule of a match at ingest (the account's only open one). Returns participants attached."""
     p, c, a = activity_participants.c, contacts.c, activities.c
     attached = 0
     for key, col in ((p.email, func.lower(c.email)), (p.phone, c.phone)):
@@ -397,13 +462,31 @@ def relink(conn: Connection) -> int:
         rank = _role_rank_sql(p.role)
         first = (select(p.contact_id).where(p.activity_id == a.id, p.contact_id.is_not(None))
                  .order_by(rank).limit(1).scalar_subquery())
-        conn.execute(update(activities).where(
-            a.contact_id.is_(None),
-            exists(select(p.activity_id).where(p.activity_id == a.id, p.contact_id.is_not(None)))
-        ).values(contact_id=first))
-        acc = select(c.account_id).where(c.id == a.contact_id).scalar_subquery()
-        conn.execute(update(activities).where(a.account_id.is_(None), a.contact_id.is_not(None)).values(account_id=acc))
+        # what each activity given a contact or an account holds after it: (account, opportunity)
+        touched: dict[str, tuple[str | None, str | None]] = {}
+        for stmt in (update(activities).where(
+                a.contact_id.is_(None),
+                exists(select(p.activity_id).where(p.activity_id == a.id, p.contact_id.is_not(None)))
+        ).values(contact_id=first), update(activities).where(
+                a.account_id.is_(None), a.contact_id.is_not(None),
+                exists(select(c.id).where(c.id == a.contact_id, c.account_id.is_not(None)))
+        ).values(account_id=select(c.account_id).where(c.id == a.contact_id).scalar_subquery())):
+            touched.update((aid, (acc, opp)) for aid, acc, opp in
+                           conn.execute(stmt.returning(a.id, a.account_id, a.opportunity_id)))
+        _relink_opportunities(conn, {aid: acc for aid, (acc, opp) in touched.items() if acc and opp is None})
     return attached
+
+
+def _relink_opportunities(conn: Connection, account_of: dict[str, str]) -> None:
+    """Activities relink gave a contact or an account, and that have no opportunity: their
+    account's only open one, as a match at ingest gives (`_sole_open_opportunity`)."""
+    sole = _sole_open_opportunity(conn, sorted(set(account_of.values())))
+    params = [{"b_id": aid, "b_opp": sole[acc]} for aid, acc in account_of.items() if acc in sole]
+    if params:
+        a = activities.c
+        stmt = (update(activities).where(a.id == bindparam("b_id"), a.opportunity_id.is_(None))
+                .values(opportunity_id=bindparam("b_opp")))
+        conn.execute(stmt, params)
 
 
 def _role_rank_sql(role: Any) -> Any:

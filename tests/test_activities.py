@@ -167,6 +167,37 @@ def test_unmatched_participants_are_relinked_when_the_contact_appears(db: Engine
         assert [a["subject"] for a in timeline(c, "c-carol")] == ["Hello"]
 
 
+def test_relink_gives_the_only_open_opportunity_as_a_match_at_ingest_does(db: Engine) -> None:
+    write(db, "gmail_main", [
+        email("m1", "carol@initech.com", ["me@ourco.com"]),  # carol: Acme, whose only open opportunity is opp1
+        email("m2", "dan@hooli.com", ["me@ourco.com"]),  # dan: Globex, two open opportunities
+        email("m3", "Carol <carol@initech.com>", ["me@ourco.com"]),  # one with its opportunity named already
+        email("m4", "erin@piedpiper.com", ["me@ourco.com"]),  # erin: a contact with no account yet
+    ])
+    with db.begin() as c:
+        c.execute(activities.update().where(activities.c.external_id == "m3").values(opportunity_id="opp2"))
+        c.execute(insert(contacts), [
+            {"id": "c-carol", "email": "carol@initech.com", "account_id": "acc1", "created_at": NOW},
+            {"id": "c-dan", "email": "dan@hooli.com", "account_id": "acc2", "created_at": NOW},
+            {"id": "c-erin", "email": "erin@piedpiper.com", "account_id": None, "created_at": NOW}])
+        assert relink(c) == 4
+    got = {r["external_id"]: (r["contact_id"], r["account_id"], r["opportunity_id"]) for r in rows(db, activities)}
+    assert got == {"m1": ("c-carol", "acc1", "opp1"), "m2": ("c-dan", "acc2", None),
+                   "m3": ("c-carol", "acc1", "opp2"), "m4": ("c-erin", None, None)}
+    # erin's company appears later: the next relink gives her activity its account and opportunity
+    write(db, "gmail_main", [email("m5", "frank@piedpiper.com", ["me@ourco.com"])])
+    with db.begin() as c:
+        c.execute(insert(accounts), [{"id": "acc3", "name": "Pied Piper"}])
+        c.execute(insert(opportunities), [{"id": "opp4", "account_id": "acc3", "name": "Pilot", "stage": "discovery"}])
+        c.execute(contacts.update().where(contacts.c.id == "c-erin").values(account_id="acc3"))
+        c.execute(insert(contacts), [{"id": "c-frank", "email": "frank@piedpiper.com", "account_id": "acc3",
+                                      "created_at": NOW}])
+        assert relink(c) == 1
+    got = {r["external_id"]: (r["contact_id"], r["account_id"], r["opportunity_id"]) for r in rows(db, activities)}
+    assert got["m4"] == ("c-erin", "acc3", "opp4") and got["m5"] == ("c-frank", "acc3", "opp4")
+    assert got["m1"] == ("c-carol", "acc1", "opp1") and got["m3"] == ("c-carol", "acc1", "opp2")
+
+
 def test_refs_attach_by_the_connectors_own_ids_and_bad_events_are_queued(db: Engine) -> None:
     payment = ActivityEvent("payment", "ch_1", "2026-11-19T08:00:00Z", refs={"account": "cus_1"},
                             status="succeeded", details={"amount": "19.99", "currency": "USD"})
@@ -247,6 +278,33 @@ def test_an_item_deleted_then_seen_again_comes_back(db: Engine) -> None:
     write(db, "m365", [email("m1", "ann@acme.com", ["me@ourco.com"], updated_at=future)])
     row = rows(db, activities, external_id="m1")[0]
     assert row["status"] is None and row["version"] == 3
+
+
+def test_a_status_only_event_restates_the_stored_activity_with_its_status(db: Engine) -> None:
+    meeting = ActivityEvent("meeting", "ev1", "2026-12-01T10:00:00Z", [
+        Participant("organizer", email="me@ourco.com"), Participant("attendee", email="ann@acme.com", response="accepted")],
+        ended_at="2026-12-01T11:00:00Z", duration_s=3600, direction="outbound", subject="Demo", status="scheduled",
+        url="https://cal.example/ev1", updated_at="2026-11-01T00:00:00Z", details={"calendar": "me@ourco.com"})
+    write(db, "gcal", [meeting])
+    before = rows(db, activities, external_id="ev1")[0]
+    # what Google says of a cancelled (or deleted) event: its id and status; reported as a delete too
+    off = ActivityEvent("meeting", "ev1", "", status="cancelled")
+    unknown = ActivityEvent("meeting", "never-seen", "", status="cancelled")
+    out = write(db, "gcal", [off, unknown], deleted=["ev1", "never-seen"])
+    assert not out.failures and sorted(out.succeeded_ids) == ["ev1", "never-seen"]
+    row = rows(db, activities, external_id="ev1")[0]
+    assert row["status"] == "cancelled" and row["version"] == 2
+    kept = ("occurred_at", "ended_at", "direction", "subject", "url", "contact_id", "account_id", "opportunity_id",
+            "actor_id", "payload")
+    assert {k: row[k] for k in kept} == {k: before[k] for k in kept}
+    assert sorted((p["role"], p["email"], p["response"]) for p in rows(db, activity_participants, activity_id=row["id"])) \
+        == [("attendee", "ann@acme.com", "accepted"), ("organizer", "me@ourco.com", None)]
+    assert not rows(db, activities, external_id="never-seen"), "an item the hub never held is left alone"
+    version = max(rows(db, activity_versions, external_id="ev1"), key=lambda v: v["version"])
+    assert version["data"]["status"] == "cancelled" and len(version["data"]["participants"]) == 2
+    again = write(db, "gcal", [off], deleted=["ev1"])
+    assert again.written == 0 and len(rows(db, activity_versions, external_id="ev1")) == 2
+    assert rows(db, activities, external_id="ev1")[0]["status"] == "cancelled"
 
 
 def test_the_same_mail_through_another_connector_is_not_added_twice(db: Engine) -> None:

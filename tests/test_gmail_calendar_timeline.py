@@ -97,7 +97,7 @@ def test_each_contacts_timeline_holds_its_mail_and_meetings_in_time_order(world:
     # the meeting is cancelled: still on the timeline, once, with its new status
     c.cancel(ANN, meeting)
     world.sync("calendar_main", "events")
-    assert [(a["subject"], a["status"]) for a in world.timeline_of(lee)][-1] == ("Call with Lee", "deleted")
+    assert [(a["subject"], a["status"]) for a in world.timeline_of(lee)][-1] == ("Call with Lee", "cancelled")
     assert len(world.timeline_of(lee)) == 3
 
 

@@ -54,6 +54,10 @@ class ActivityEvent:
     so versions arriving out of order never roll the activity back. `refs` names records of
     the same connector instance by their external ids (`{"account": "cus_123"}`), for
     activities whose vendor says whom they belong to rather than who took part.
+
+    A status-only change (the vendor says no more than the item's new status, as Google does of a
+    cancelled meeting): `occurred_at=""` and the `status`; the hub keeps everything else of the
+    stored activity and records a new version. It is a no-op for an item the hub does not hold.
     """
 
     type: str  # email, meeting, call, note, task, payment, refund, subscription_change, ...
