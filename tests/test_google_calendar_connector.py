@@ -105,7 +105,7 @@ def test_an_event_becomes_a_meeting_with_organizer_and_attendees() -> None:
     assert with_excerpt[0].activity is not None and with_excerpt[0].activity.body_excerpt == "Agenda:"
 
 
-def test_incremental_instances_outside_the_window_are_left_out_and_tombstones_are_deletes() -> None:
+def test_incremental_instances_outside_the_window_are_left_out_and_tombstones_are_cancellations() -> None:
     near = {"id": "w_20260101T100000Z", "recurringEventId": "w", "status": "confirmed", "updated": "2026-01-01T00:00:00Z",
             "start": {"dateTime": "2999-01-01T10:00:00Z"}, "end": {"dateTime": "2999-01-01T11:00:00Z"},
             "organizer": {"email": ANN}}
@@ -113,7 +113,12 @@ def test_incremental_instances_outside_the_window_are_left_out_and_tombstones_ar
     with respx.mock(base_url=BASE, assert_all_called=True) as mock:
         mock.get(EVENTS).respond(json={"items": [near, gone], "nextSyncToken": "s2"})
         page = read(synced())[0]
-    assert page.records == [] and page.deleted == [f"{ANN}:2f0s7l1i7m8kq9"]
+    assert page.deleted == [f"{ANN}:2f0s7l1i7m8kq9"]
+    # and what the delete means: the meeting is cancelled (the hub keeps its stored time and people)
+    (rec,) = page.records
+    assert rec.external_id == f"{ANN}:2f0s7l1i7m8kq9" and rec.activity is not None
+    assert (rec.activity.type, rec.activity.occurred_at, rec.activity.status, rec.activity.participants) == \
+        ("meeting", "", "cancelled", [])
 
 
 def test_an_event_whose_start_does_not_parse_is_rejected_and_the_page_goes_on() -> None:

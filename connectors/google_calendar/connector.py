@@ -8,10 +8,11 @@ Google forbids with it), which also returns cancelled events. A token Google no 
 answers 410 Gone: `CursorExpired`, and the engine records a full resync.
 
 Cancelled events: one that still carries its times and people becomes the activity with status
-`cancelled`; a bare tombstone (only `id`, which is all the docs guarantee) is reported in
-`Page.deleted`, so the hub records a deletion version and keeps the activity's history instead of
-overwriting it with an empty event. Instances of a series outside the window are left out on
-incremental syncs as on the full one.
+`cancelled`. A bare tombstone (only `id`, which is all the docs guarantee: Google reports a
+deleted event so too) is reported in `Page.deleted` and as a status-only event (no `occurred_at`,
+status `cancelled`), so the hub records a new version of the stored activity with that status and
+its time and people, instead of overwriting it with an empty event. Instances of a series outside
+the window are left out on incremental syncs as on the full one.
 
 Cursor (opaque to the engine)::
 
@@ -47,7 +48,7 @@ from hub.sdk import (
     StreamSpec,
     build_client,
 )
-from hub.sdk.activity import ActivityConnectorConfig
+from hub.sdk.activity import ActivityConnectorConfig, ActivityEvent
 from hub.sdk.oauth import OAuth2Settings
 
 __all__ = ["CalendarAccount", "GoogleCalendarConfig", "GoogleCalendarConnector"]
@@ -225,7 +226,12 @@ class GoogleCalendarConnector(Connector):
             if incremental and not self._in_window(ev):
                 continue
             if is_bare_tombstone(ev):
+                # the delete signal, and what it means here: the meeting is off, as in the full form
                 page.deleted.append(ext)
+                page.records.append(RawRecord(external_id=ext, updated_at=ev.get("updated"), data=ev,
+                                              activity=ActivityEvent(type="meeting", external_id=ext, occurred_at="",
+                                                                     status="cancelled",
+                                                                     updated_at=ev.get("updated"))))
                 continue
             raw = ev if self.cfg.body_excerpt_chars > 0 else {k: v for k, v in ev.items() if k != "description"}
             try:

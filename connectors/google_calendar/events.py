@@ -4,7 +4,7 @@ The organizer and the attendees (with their `responseStatus`) become participant
 resources do not. `updated_at` is the event's `updated`, so the hub keeps the latest of versions
 that arrive out of order. A cancelled event that still carries its times and people (Google often
 sends them; the docs guarantee only `id`) becomes the same activity with status `cancelled`;
-`is_bare_tombstone` says when it does not (see the connector on how that is reported).
+`is_bare_tombstone` says when it does not (the connector reports that as a status-only change).
 """
 
 from __future__ import annotations
