@@ -125,6 +125,27 @@ def test_removed_messages_are_reported_as_deletes(store: GraphStore, server: San
     assert not {r.external_id for p in later for r in p.records} & set(gone)
 
 
+def test_a_message_removed_as_changed_is_no_delete_and_one_removed_as_deleted_is(store: GraphStore,
+                                                                                   server: SandboxServer) -> None:
+    """`changed` is documented as soft-deleted or restorable: the mail stays a fact on the timeline."""
+    pages = read(connector(server), "messages")
+    soft, hard = store.ids(BOB, "inbox")[:2]
+    store.delete(BOB, [soft], reason="changed")
+    store.delete(BOB, [hard])
+    later = read(connector(server), "messages", pages[-1].next_cursor)
+    assert [d for p in later for d in p.deleted] == [hard]
+    assert not [r for p in later for r in p.records]
+
+
+def test_an_event_removed_as_changed_is_still_a_delete(store: GraphStore, server: SandboxServer) -> None:
+    opts = window(store)
+    pages = read(connector(server, **opts), "events")
+    ext = store.ids(ANN, "calendar")[0]
+    store.delete(ANN, [ext], reason="changed")  # a meeting taken off the calendar is off, however
+    later = read(connector(server, **opts), "events", pages[-1].next_cursor)
+    assert [d for p in later for d in p.deleted] == [ext]
+
+
 def test_a_replayed_older_version_within_a_page_never_wins(store: GraphStore, server: SandboxServer) -> None:
     pages = read(connector(server, mailboxes=[ANN]), "messages")
     ext = store.ids(ANN, "inbox")[0]

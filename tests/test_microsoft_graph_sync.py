@@ -106,6 +106,15 @@ def test_removed_mail_is_a_delete_version_on_the_timeline(store: GraphStore, hub
     assert row["status"] == "deleted" and row["version"] == 2
 
 
+def test_mail_removed_as_changed_stays_on_the_timeline_as_it_was(store: GraphStore, hub: Hub) -> None:
+    sync(hub, "messages")
+    kept = store.ids(BOB, "inbox")[0]
+    before = rows(hub, activities, source=NAME, external_id=kept)[0]
+    store.delete(BOB, [kept], reason="changed")  # soft-deleted or restorable, as Graph documents it
+    assert sync(hub, "messages").deleted == 0
+    assert rows(hub, activities, source=NAME, external_id=kept)[0] == before
+
+
 def test_meeting_moved_twice_arriving_out_of_order_ends_at_its_latest_state(store: GraphStore, hub: Hub) -> None:
     sync(hub, "events")
     ext = store.ids(ANN, "calendar")[0]

@@ -17,7 +17,12 @@ query. Cursor (opaque to the engine), one entry per mailbox and folder (or per m
 Every page is a checkpoint: a resume continues the round from its nextLink. A token Graph
 rejects (410 Gone, `syncStateNotFound`, `resyncRequired`, `syncStateInvalid`) raises
 `CursorExpired`: the engine records a full resync and reads every key again from the start.
-`@removed` items (reason `deleted` or `changed`) are reported as deletes; the calendar also
+`@removed` items are reported as deletes, except a message's with reason `changed` (documented
+as soft-deleted or restorable, not gone): a mail that was sent or received stays a fact on the
+timeline. Which reason a message moved out of a folder read here carries is not documented [U];
+as `deleted` it is reported, since that is all Graph says of a hard delete too (moved into another
+folder read here, it comes back live under the same immutable id). On the calendar `changed` is a
+delete still: a meeting taken off the calendar is off. The calendar also
 reports as removed events *outside* the window that changed, which carry only an id, so they
 cannot be filtered here: a delete of an id the hub never stored is a no-op there. Graph may
 replay an item, even within one response: a page keeps one version per id, the latest by
@@ -252,6 +257,8 @@ class MicrosoftGraphConnector(Connector):
                 continue
             ext = str(item["id"])
             if "@removed" in item:
+                if not calendar and _removed_reason(item) == "changed":
+                    continue  # soft-deleted or restorable: the mail stays on the timeline
                 live.pop(ext, None)
                 removed[ext] = None
                 continue
@@ -284,3 +291,9 @@ class MicrosoftGraphConnector(Connector):
             return item
         drop = set(_BODY_KEYS) | (set() if self.cfg.body_excerpt_chars > 0 else {"bodyPreview"})
         return {k: v for k, v in item.items() if k not in drop}
+
+
+def _removed_reason(item: dict[str, Any]) -> str:
+    """`@removed`'s reason (`deleted` or `changed`), or "" when Graph gave none."""
+    removed = item.get("@removed")
+    return str(removed.get("reason") or "").lower() if isinstance(removed, dict) else ""

@@ -10,7 +10,7 @@ Graph endpoints (paths case-insensitive, `me` is the first mailbox):
   `$select` honoured (`id` always sent); `Prefer: odata.maxpagesize` (default 10, at most 1,000
   [U]); `@odata.nextLink` with `$skiptoken` until the last page's `@odata.deltaLink` with
   `$deltatoken`; an initial round lists what the folder holds, later rounds what changed, with
-  deletions as `{"id", "@removed": {"reason": "deleted"}}`.
+  deletions as `{"id", "@removed": {"reason": "deleted"}}` (`"changed"` when deleted so).
 - `GET /users/{id}/calendarView/delta?startDateTime=&endDateTime=`: the window is kept in the
   token; `$select`/`$filter`/`$orderby`/`$search`/`$expand` answer 400 (not supported on this
   function); changed events outside the window come as removed, as documented.
@@ -26,7 +26,7 @@ Graph endpoints (paths case-insensitive, `me` is the first mailbox):
   over) or 400 (`syncStateNotFound`/`syncStateInvalid`) [U]; injected 429/503 carry `Retry-After`.
 
 Sandbox control (not Graph's, no auth), JSON bodies: `POST /_sandbox/send` (sender, to, cc,
-subject), `/_sandbox/delete` (mailbox, ids), `/_sandbox/modify` (mailbox, folder, count),
+subject), `/_sandbox/delete` (mailbox, ids, reason?), `/_sandbox/modify` (mailbox, folder, count),
 `/_sandbox/event` (mailbox, subject, start, minutes, attendees), `/_sandbox/move` (mailbox, id,
 start), `/_sandbox/cancel` (mailbox, id), `/_sandbox/replay` (mailbox, id, version),
 `/_sandbox/expire` (mailbox?, code?), `/_sandbox/fail` (count, status, retry_after);
@@ -279,7 +279,8 @@ def create_app(store: GraphStore, token: str | None = "sandbox-token",
     routes = [
         Route("/_sandbox/send", admin(lambda d: store.send(d["sender"], d["to"], d.get("subject", ""), d.get("cc"))),
               methods=["POST"]),
-        Route("/_sandbox/delete", admin(lambda d: {"ids": store.delete(d["mailbox"], d["ids"])}), methods=["POST"]),
+        Route("/_sandbox/delete", admin(lambda d: {"ids": store.delete(d["mailbox"], d["ids"], d.get("reason", "deleted"))}),
+              methods=["POST"]),
         Route("/_sandbox/modify", admin(lambda d: {"ids": store.modify_messages(
             d["mailbox"], d.get("folder", "inbox"), int(d.get("count", 1)))}), methods=["POST"]),
         Route("/_sandbox/event", admin(lambda d: {"id": store.add_event(

@@ -64,6 +64,7 @@ class Item:
     seq: int
     versions: list[dict[str, Any]]
     deleted: bool = False
+    removed_reason: str = "deleted"  # what `@removed` says of it once deleted
 
     @property
     def current(self) -> dict[str, Any]:
@@ -298,13 +299,14 @@ class GraphStore:
                 self.update(mailbox, ext, {"isRead": not cur.get("isRead")})
             return picks
 
-    def delete(self, mailbox: str, ids: list[str]) -> list[str]:
+    def delete(self, mailbox: str, ids: list[str], reason: str = "deleted") -> list[str]:
+        """`reason`: `deleted`, or `changed` (documented as soft-deleted or restorable)."""
         with self.lock:
             mb = self.mailbox(mailbox)
             for ext in ids:
                 _collection, item = self._find(mb, ext)
                 item.seq, _stamp = self._tick()
-                item.deleted = True
+                item.deleted, item.removed_reason = True, reason
             return ids
 
     def move_event(self, mailbox: str, ext: str, start: datetime, minutes: int | None = None) -> str:
@@ -378,7 +380,7 @@ class GraphStore:
                 break
             if item.deleted:
                 picked.append({"@odata.type": item.current.get("@odata.type"), "id": ext,
-                               "@removed": {"reason": "deleted"}})
+                               "@removed": {"reason": item.removed_reason}})
             elif window is not None and not _overlaps(item.current, window):
                 if since >= 0:  # documented: changed events outside the window come as removed
                     picked.append({"@odata.type": "#microsoft.graph.event", "id": ext,
