@@ -5,10 +5,22 @@ documented samples (see fixtures/aircall/README.md), not recorded."""
 from __future__ import annotations
 
 import json
+import re
 
 from connectors.aircall.connector import AircallConnector
 from hub.webhooks.schemes import parse_aircall
-from tests.test_twilio_cassettes import FIXTURES, build, read_all, replayer
+from tests.test_twilio_cassettes import (
+    FIXTURES,
+    build,
+    credential_problems,
+    fixture_files,
+    read_all,
+    replayer,
+)
+
+#: the `token` of Aircall's documented `call.created` sample (API reference, as vendor-apis.md
+#: section 8 reproduces it): the docs mask it with X's, so it is a placeholder, not a secret
+DOCUMENTED_WEBHOOK_TOKEN = "cebcaac65XXXXXXXXXx"
 
 
 def test_aircall_first_read_replays_to_two_calls() -> None:
@@ -44,3 +56,16 @@ def test_aircall_documented_webhook_sample_becomes_a_ringing_call() -> None:
     assert act.updated_at == "2024-11-26T12:08:16Z"  # the event's timestamp dates this version
     assert [(p.role, p.phone or p.user_id) for p in act.participants] == [("callee", "+1 800-123-4567"),
                                                                           ("agent", "123")]
+
+
+def test_no_secret_in_any_aircall_cassette_or_payload() -> None:
+    files = fixture_files("aircall")
+    assert {p.name for p in files} >= {"calls_first_read.yaml", "webhook_call_created.json"}
+    for path in files:
+        assert credential_problems(path, "placeholder-id:placeholder-token", "placeholder-token") == [], path.name
+        text = path.read_text(encoding="utf-8")
+        # a webhook's `token` authenticates it: only the documentation's masked one may be here
+        tokens = re.findall(r'"token"\s*:\s*"([^"]*)"', text)
+        assert set(tokens) <= {DOCUMENTED_WEBHOOK_TOKEN}, f"{path.name}: a webhook token {tokens}"
+    sample = json.loads((FIXTURES / "aircall" / "webhook_call_created.json").read_bytes())
+    assert sample["token"] == DOCUMENTED_WEBHOOK_TOKEN and "XXXXXXXXX" in sample["token"]
