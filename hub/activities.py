@@ -55,6 +55,11 @@ _ROLE_RANK = {r: i for i, r in enumerate(ROLE_ORDER)}
 #: roles an internal user acts in (the activity's actor)
 _ACTOR_ROLES = ("from", "organizer", "agent", "caller", "callee", "to")
 _CLOSED = ("closed", "won", "lost")
+#: (field, most characters its column holds): a longer value is the event's failure, not the page's
+_EVENT_LIMITS = tuple((c.name, c.type.length) for c in (  # type: ignore[attr-defined]
+    activities.c.type, activities.c.external_id, activities.c.direction, activities.c.status))
+_PART_LIMITS = tuple((k, activity_participants.c[k].type.length)  # type: ignore[attr-defined]
+                     for k in ("role", "email", "phone", "user_id"))
 #: a participant as a version's data holds it
 _PART_KEYS = ("role", "email", "phone", "user_id", "name", "response", "internal")
 #: the payload marker of an activity queued for retry (so a replay needs no connector)
@@ -174,6 +179,15 @@ class ActivityIngest:
                               "internal": (email, phone) in self.internal})
         if event.occurred_at is None or timestamp(event.occurred_at) is None:
             raise MappingError("an activity needs occurred_at")
+        for f, n in _EVENT_LIMITS:
+            v = getattr(event, f)
+            if v.__class__ is str and len(v) > n:
+                raise MappingError(f"{f} is {len(v)} characters long; an activity's {f} holds at most {n}")
+        for part in parts:
+            for f, n in _PART_LIMITS:
+                v = part[f]
+                if v.__class__ is str and len(v) > n:
+                    raise MappingError(f"participant {f} is {len(v)} characters long; at most {n} are kept")
         data = {name: getattr(event, name) for name in _EVENT_FIELDS}
         data["participants"] = parts
         digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()

@@ -218,6 +218,18 @@ def test_refs_attach_by_the_connectors_own_ids_and_bad_events_are_queued(db: Eng
     assert n.event.external_id == "ch_2" and n.event.refs == {"account": "cus_1"}
 
 
+def test_a_value_longer_than_its_column_fails_the_event_not_the_page(db: Engine) -> None:
+    ok = email("m-ok", "ann@example.com", ["bob@example.com"])
+    long_status = email("m-status", "ann@example.com", ["bob@example.com"], status="s" * 40)
+    long_user = email("m-user", "ann@example.com", ["bob@example.com"])
+    long_user.participants.append(Participant(role="cc", user_id="u" * 200))
+    out = write(db, "gmail_main", [ok, long_status, long_user])
+    assert [r["external_id"] for r in rows(db, activities)] == ["m-ok"]
+    reasons = {f["external_id"]: f["reason"] for f in out.failures}
+    assert reasons == {"m-status": "activity rejected: status is 40 characters long; an activity's status holds at most 32",
+                       "m-user": "activity rejected: participant user_id is 200 characters long; at most 128 are kept"}
+
+
 def test_yaml_mapped_activities_take_the_same_path(db: Engine) -> None:
     mapping = parse_mapping("""
 streams:
