@@ -168,6 +168,9 @@ class PageWriter:
                     v = m.values.get(f)
                     if v.__class__ is str and len(v) > n:
                         raise MappingError(f"{f} is {len(v)} characters long; {self.entity}.{f} holds at most {n}")
+                if len(rec.external_id) > repos.ID_MAX:
+                    raise MappingError(f"the record's id is {len(rec.external_id)} characters long; the hub keeps "
+                                       f"ids of at most {repos.ID_MAX}")
             except (MappingError, TypeError, ValueError, AttributeError) as err:
                 prepared.failures.append({"external_id": rec.external_id, "payload": rec.data,
                                           "reason": f"mapping failed: {err}"})

@@ -116,7 +116,15 @@ def mark_deleted(conn: Connection, source: str, stream: str, legacy_ids: Sequenc
 
 # -- rejected rows -------------------------------------------------------------------------------
 
+#: the longest legacy id a reject row keeps: a hostile export's id may be any length
+_REJECT_ID_MAX = migration_rejects.c.legacy_id.type.length  # type: ignore[attr-defined]
+
+
 def add_rejects(batch: Batch, rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        ext = r.get("legacy_id")
+        if ext is not None and len(ext) > _REJECT_ID_MAX:
+            r["legacy_id"] = ext[:_REJECT_ID_MAX - 1] + "…"  # the reason and payload say the rest
     batch.insert_rows(migration_rejects, rows)
 
 

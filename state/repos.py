@@ -351,6 +351,19 @@ def last_runs(conn: Connection) -> dict[tuple[str, str], dict[str, Any]]:
 
 # -- retry queue ---------------------------------------------------------------------------------
 
+#: the longest vendor id the hub keeps (external links, the retry queue, the crosswalk)
+ID_MAX: int = external_links.c.external_id.type.length  # type: ignore[attr-defined]
+
+
+def _queued_id(ext: str) -> str:
+    """A retry-queue key for any id: a longer one than the hub keeps is shortened, uniquely (its
+    row is dead at once: the vendor's id will not get shorter, and a replay would need it whole)."""
+    if len(ext) <= ID_MAX:
+        return ext
+    import hashlib
+    return f"{ext[:ID_MAX - 30]}…sha256:{hashlib.sha256(ext.encode()).hexdigest()[:20]}"
+
+
 def record_failures(conn: Connection, connector: str, stream: str, failures: list[dict[str, Any]],
                     at: datetime, backoff: timedelta, max_attempts: int) -> None:
     """Queue failed records, or count one more attempt for ones already queued.
@@ -360,9 +373,9 @@ def record_failures(conn: Connection, connector: str, stream: str, failures: lis
     if not failures:
         return
     rows = [{
-        "connector": connector, "stream": stream, "external_id": f["external_id"], "payload": f["payload"],
+        "connector": connector, "stream": stream, "external_id": _queued_id(f["external_id"]), "payload": f["payload"],
         "reason": f["reason"][:4000], "attempts": 1, "first_failed_at": at, "last_failed_at": at,
-        "next_attempt_at": at + backoff, "dead": max_attempts <= 1,
+        "next_attempt_at": at + backoff, "dead": max_attempts <= 1 or len(f["external_id"]) > ID_MAX,
     } for f in failures]
     stmt = _insert(conn, retry_queue)
     attempts = retry_queue.c.attempts + 1

@@ -39,9 +39,10 @@ from hub.ownership import Merger, parse_rules
 from hub.sdk.types import RawRecord
 from hub.transforms import phone as phone_transform
 from hub.writer import PageWriter
+from state import repos
 from state.bulk import Batch
 from state.db import make_engine
-from state.schema import accounts, change_log, contacts, external_links
+from state.schema import accounts, change_log, contacts, external_links, retry_queue
 
 ISSUE_RULES = {
     "contact.phone": {"rule": "owner", "system": "hubspot_a"},
@@ -349,7 +350,7 @@ def test_a_page_sent_in_parts_is_one_page(db_url: str) -> None:
     eng.dispose()
 
 
-def test_a_value_longer_than_its_column_is_the_records_failure(db_url: str) -> None:
+def test_a_value_or_id_longer_than_its_column_is_the_records_failure(db_url: str) -> None:
     mapping = parse_mapping(CONTACT_MAPPING, "test.yaml")["orgs"]
     writer = PageWriter("src_a", "orgs", mapping, parse_rules(WRITER_RULES))
     prepared = writer.prepare([RawRecord("1", None, {"name": "Ok", "domain": "ok.example"}),
@@ -358,6 +359,17 @@ def test_a_value_longer_than_its_column_is_the_records_failure(db_url: str) -> N
     (f,) = prepared.failures
     assert f["external_id"] == "2" and f["payload"]["name"] == "Long"
     assert f["reason"] == "mapping failed: domain is 308 characters long; account.domain holds at most 255"
+    # an id longer than the hub keeps: queued dead at once, under a shortened unique key
+    long_ids = ["7" * 300, "7" * 299 + "8"]
+    prepared = writer.prepare([RawRecord(x, None, {"name": "Long id"}) for x in long_ids])
+    assert not prepared.mapped and "the record's id is 300 characters long" in prepared.failures[0]["reason"]
+    eng = make_engine(db_url)
+    with eng.begin() as c:
+        repos.record_failures(c, "src_a", "orgs", prepared.failures, T0, timedelta(minutes=5), 5)
+    with eng.connect() as c:
+        queued = c.execute(select(retry_queue.c.external_id, retry_queue.c.dead)).all()
+    eng.dispose()
+    assert len({q[0] for q in queued}) == 2 and all(len(q[0]) <= 255 and q[1] for q in queued)
 
 
 @pytest.mark.postgres
