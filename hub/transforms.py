@@ -34,6 +34,7 @@ class MappingError(ValueError):
 
 
 Transform = Callable[[Any], Any]
+_UNKNOWN: Any = object()
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE_JUNK = re.compile(r"[\s().\-/]")
@@ -292,13 +293,20 @@ def build_transform(spec: Any) -> Transform:
             if not isinstance(arg, dict):
                 raise TypeError("`map` takes a mapping of vendor value -> canonical value")
             table = {str(k).strip().lower(): val for k, val in arg.items()}
+            # "*": what any other value becomes ("*": "*" keeps it as sent); without it, an
+            # unknown value is the record's failure, so a new picklist value is never guessed at
+            other = table.pop("*", _UNKNOWN)
+
             def mapped(v: Any) -> Any:
                 if v is None:
                     return None
                 key = _str(v).strip().lower()
                 if key in table:
                     return table[key]
-                raise MappingError(f"value {v!r} is not in the value map (known: {', '.join(sorted(table))})")
+                if other is _UNKNOWN:
+                    raise MappingError(f"value {v!r} is not in the value map (known: {', '.join(sorted(table))}). "
+                                       "Fix: add it to the map, or a `\"*\"` entry for every other value")
+                return _str(v).strip() if other == "*" else other
             return mapped
         if name == "phone":
             region = _str(arg).upper()

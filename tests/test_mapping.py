@@ -48,8 +48,15 @@ def test_transforms_reject_bad_values(name: str, given: str) -> None:
 def test_value_map_and_default() -> None:
     country = build_transform({"map": {"US": "US", "USA": "US", "United States": "US"}})
     assert country("united states") == "US"
-    with pytest.raises(MappingError, match="not in the value map"):
+    with pytest.raises(MappingError) as err:
         country("Mars")
+    assert str(err.value) == ("value 'Mars' is not in the value map (known: united states, us, usa). "
+                              'Fix: add it to the map, or a `"*"` entry for every other value')
+    # "*": every other value becomes it; "*": "*" keeps the value as sent
+    assert build_transform({"map": {"US": "US", "*": "other"}})("Mars") == "other"
+    assert build_transform({"map": {"US": "US", "*": None}})("Mars") is None
+    keep = build_transform({"map": {"USA": "US", "*": "*"}})
+    assert (keep(" usa "), keep(" Mars ")) == ("US", "Mars")
     assert build_transform({"default": "USD"})(None) == "USD"
     assert build_transform({"constant": "x"})("y") == "x"
 
@@ -221,3 +228,15 @@ def test_a_mapping_mistake_is_named_before_any_sync_and_fails_its_streams_in_one
     (stream,) = __import__("json").loads(res.stdout)["streams"]
     assert stream["status"] == "failed" and stream["error"].startswith(str(tmp_path / "mappings" / "files.yaml") + ":5:")
     assert "Traceback" not in res.output
+
+
+def test_the_readme_mapping_example_loads_and_maps() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Per stream:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    m = parse_mapping(block, "README.md")["contacts"]
+    rec = m.map({"properties": {"email": "A@B.co", "phone": "020 7946 0958", "lastname": "Lee", "firstname": "Ann",
+                                "middlename": "M", "associatedcompanyid": "9", "hs_score": "7", "country": "Mars"}})
+    assert rec.values == {"email": "a@b.co", "phone": "+442079460958", "last_name": "Lee", "first_name": "Ann M"}
+    assert rec.refs == {"account_id": "9"} and rec.custom == {"score": 7, "country": "Mars"}
