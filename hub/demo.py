@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from hub.app import Hub
 from hub.config import parse_config
+from hub.identity import lookup_key
 from hub.tables import table
-from state.schema import accounts, change_log, contacts, opportunities
+from state.schema import ENTITY_TABLES, accounts, change_log, contacts, opportunities
 
 
 def _counts(h: Hub) -> dict[str, int]:
@@ -116,11 +117,18 @@ def run_demo(console: Console, *, contacts: int = 2000, workdir: str = ".crmhub/
                 rows = c.execute(select(change_log.c.entity, change_log.c.entity_id, change_log.c.op,
                                         change_log.c.fields).where(change_log.c.run_id.in_(
                                             [r.run_id for r in inc])).order_by(change_log.c.seq).limit(4)).all()
+                # each record by the key a person asks `crmhub explain` with (ids share a time prefix)
+                names = {}
+                for entity, eid, _op, _f in rows:
+                    key = lookup_key(entity)
+                    t = ENTITY_TABLES[entity]
+                    if key is not None:
+                        names[eid] = c.execute(select(t.c[key.field]).where(t.c.id == eid)).scalar() or eid
             console.print("[bold]5.[/bold] why did it change? the change log says:")
             for entity, eid, op, fields in rows:
                 diff = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in (fields or {}).items()
                                  if k != "updated_at" and not k.startswith("_"))
-                console.print(f"   {entity} {eid[:8]} {op} by hubspot_demo: {diff}", markup=False)
+                console.print(f"   {entity} {names.get(eid, eid)} {op} by hubspot_demo: {diff}", markup=False)
             tl = _timeline(console, h, store, work)
             ok = all(r.status == "ok" for r in full + inc + tl)
             console.print(("[green]demo finished[/green]" if ok else "[red]demo finished with errors[/red]")
