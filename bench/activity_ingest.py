@@ -9,6 +9,7 @@ or callee resolves to a contact (and its account) by E.164 number. Timed, from t
 child process: `crmhub sync run twilio_bench.calls --json` — Twilio's list pages (1,000 calls),
 the shared activity ingest (participants normalised, contacts matched, versions and participants
 written), one transaction per 1,000 records. Then the same sync again: nothing new, no writes.
+Last, what an incremental mail sync with nothing new costs: Gmail, `--mailboxes` of them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main() -> int:
     ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     ap.add_argument("--prefetch", type=int, default=None, help="sync.prefetch_pages (default: the hub's)")
     ap.add_argument("--profile", metavar="FILE", help="also write a cProfile of the timed run (slows it down)")
+    ap.add_argument("--mailboxes", type=int, default=10, help="then a Gmail sync of this many mailboxes, twice (0: skip)")
     args = ap.parse_args()
     n, n_contacts = args.calls, args.contacts or args.calls
     days = 30
@@ -100,7 +102,32 @@ def main() -> int:
         (s2,) = again.output["streams"]
         print(f"  again, nothing new: {s2['read']:,} read, {s2['written']:,} written, {s2['requests']:,} requests, "
               f"{again.seconds:.2f}s wall clock")
+    if args.mailboxes:
+        _mail_nothing_new(args.mailboxes, args.db)
     return 0
+
+
+def _mail_nothing_new(boxes: int, db: str) -> None:
+    """Gmail: what an incremental sync with nothing new costs (issue 7: one request per mailbox)."""
+    from connectors.gmail.sandbox import GmailSandbox, GmailStore
+
+    tokens = {f"user{i}@ourco.example": f"ya29.bench-mailbox-{i:04d}" for i in range(boxes)}
+    store = GmailStore(tokens, 50)
+    with tempfile.TemporaryDirectory() as tmp, GmailSandbox(store) as server:
+        work = Path(tmp)
+        url = fresh_database(db, work, "crmhub_bench_mail")
+        cfg = work / "crmhub.yaml"
+        cfg.write_text(json.dumps({"database": url, "connectors": {"gmail_bench": {
+            "kind": "gmail", "base_url": server.url, "requests_per_second": 100_000,
+            "mailboxes": [{"address": a, "access_token": t} for a, t in tokens.items()]}}}))
+        run_cli(["db", "upgrade"], cfg)
+        first = run_cli(["sync", "run", "gmail_bench.messages", "--json"], cfg)
+        (s1,) = first.output["streams"]
+        again = run_cli(["sync", "run", "gmail_bench.messages", "--json"], cfg)
+        (s2,) = again.output["streams"]
+    print(f"mail: {boxes} Gmail mailboxes, {s1['read']:,} messages in the first sync ({s1['requests']:,} requests); "
+          f"nothing new: {s2['read']:,} read, {s2['requests']:,} requests ({s2['requests'] / boxes:g} per mailbox), "
+          f"{again.seconds:.2f}s wall clock")
 
 
 if __name__ == "__main__":
