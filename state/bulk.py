@@ -103,9 +103,11 @@ def _sqlite_sql(dialect: Any, table: Table, columns: tuple[str, ...], conflict: 
 class Batch:
     """Writes whose answers nobody waits for, sent together.
 
-    On PostgreSQL they go at `flush()` in one psycopg pipeline: one round trip for the
-    whole page instead of one per statement (a page's cost was mostly round trips on a
-    busy two-core machine). On SQLite, which has no round trips, each runs at once.
+    On PostgreSQL they go in one psycopg pipeline: one round trip for the whole page instead
+    of one per statement (a page's cost was mostly round trips on a busy two-core machine).
+    `send()` puts what is queued on the wire without waiting (the server works while the
+    caller goes on), `flush()` waits for everything sent. On SQLite, which has no round
+    trips, each runs at once.
     """
 
     def __init__(self, conn: Connection):
