@@ -237,3 +237,22 @@ def test_a_lease_of_another_machine_is_waited_out_not_taken(hub: Hub) -> None:
     assert WaveRunner(hub, "first").delta().status == "ok"
     with hub.db.connect() as c:
         assert repos.lease_holder(c, "migrate:first") is None  # released at the delta's end
+
+
+def test_a_rollback_waits_for_the_wave_s_lease_and_holds_it(hub: Hub) -> None:
+    from hub.migrate.rollback import rollback
+
+    assert WaveRunner(hub, "first").run().status == "ok"
+    now = datetime.now(UTC)
+    with hub.db.begin() as c:  # a delta of the wave on another machine
+        assert repos.acquire_lease(c, "migrate:first", "elsewhere:4242", now, timedelta(minutes=2))
+    with pytest.raises(MigrateError, match=r"wave first is being migrated by elsewhere:4242 .*roll it back when"):
+        rollback(hub, "first")
+    with hub.db.connect() as c:
+        assert c.execute(select(migration_items)).first() is not None, "nothing was undone"
+    with hub.db.begin() as c:
+        c.execute(update(leases).where(leases.c.name == "migrate:first").values(expires_at=now - timedelta(seconds=1)))
+    assert rollback(hub, "first").applied
+    with hub.db.connect() as c:
+        assert repos.lease_holder(c, "migrate:first") is None  # released at its end
+        assert c.execute(select(migration_items).where(migration_items.c.wave == "first")).first() is None

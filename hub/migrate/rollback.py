@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, update
@@ -64,44 +64,69 @@ def _now() -> datetime:
 
 def rollback(hub: Hub, wave: str, *, force: bool = False, clock: Callable[[], datetime] = _now,
              max_listed: int = 200) -> RollbackReport:
+    from hub.migrate.run import acquire_wave_lease, wave_worker
+
     w = load_wave(hub, wave)
     rep = RollbackReport(w.name)
+    lease, worker = f"migrate:{w.name}", wave_worker()
+    ttl = timedelta(seconds=hub.cfg.sync.lease_ttl_seconds)
     with hub.db.connect() as conn:
-        with conn.begin():
-            row = mrepo.get_wave(conn, w.name)
-            if row is None:
-                raise MigrateError(f"wave {w.name} was never run: nothing to roll back")
-            if row["state"] == "cut_over" and not force:
-                raise MigrateError(f"wave {w.name} is cut over: crm owns its records. Fix: --force to roll it "
-                                   "back anyway")
-            run_ids = mrepo.wave_run_ids(conn, w.source, w.name)
-        streams = list(reversed(w.streams))  # children first
-        # pass 1: find what others changed since (read only)
-        for sp in streams:
-            for items in _pages(conn, w.name, sp.name):
-                with conn.begin():
-                    _plan_page(conn, w.source, sp, items, run_ids, rep, max_listed, apply=False, force=False,
-                               wave=w.name, now=clock())
-        if rep.conflict_count and not force:
-            return rep
-        # pass 2: apply, page by page
-        with conn.begin():
-            mrepo.save_wave(conn, w.name, clock(), state="rolling_back")
-        rep.conflicts, rep.conflict_count = ([], 0) if not force else (rep.conflicts, rep.conflict_count)
-        for sp in streams:
-            while True:
-                with conn.begin():
-                    items = mrepo.page_items(conn, w.name, sp.name, None, PAGE, w.source)
-                    if not items:
-                        break
-                    _plan_page(conn, w.source, sp, items, run_ids, rep, max_listed, apply=True, force=force,
-                               wave=w.name, now=clock())
-                    mrepo.delete_items(conn, w.source, sp.name, [it["legacy_id"] for it in items])
-        with conn.begin():
-            mrepo.clear_rejects(conn, w.name)
-            conn.execute(delete(cursors).where(cursors.c.connector == w.cursor_owner))
-            mrepo.save_wave(conn, w.name, clock(), state="rolled_back", cutover_at=None, last_verify_ok=None)
-        rep.applied = True
+        with conn.begin():  # a run or delta of the wave must not write while it is undone
+            if not acquire_wave_lease(conn, lease, worker, clock(), ttl):
+                holder = repos.lease_holder(conn, lease) or {}
+                raise MigrateError(f"wave {w.name} is being migrated by {holder.get('owner')} "
+                                   f"(lease until {holder.get('expires_at')}): roll it back when that ends")
+        try:
+            return _rollback(conn, w, rep, force, clock, max_listed, lease, worker, ttl)
+        finally:
+            with conn.begin():
+                repos.release_lease(conn, lease, worker)
+
+
+def _rollback(conn: Connection, w: Any, rep: RollbackReport, force: bool, clock: Callable[[], datetime],
+              max_listed: int, lease: str, worker: str, ttl: timedelta) -> RollbackReport:
+    def renew() -> None:
+        if not repos.renew_lease(conn, lease, worker, clock(), ttl):
+            raise MigrateError(f"the lease of wave {w.name} was lost to another worker; the rollback stopped "
+                               "(run it again: it continues)")
+
+    with conn.begin():
+        row = mrepo.get_wave(conn, w.name)
+        if row is None:
+            raise MigrateError(f"wave {w.name} was never run: nothing to roll back")
+        if row["state"] == "cut_over" and not force:
+            raise MigrateError(f"wave {w.name} is cut over: crm owns its records. Fix: --force to roll it "
+                               "back anyway")
+        run_ids = mrepo.wave_run_ids(conn, w.source, w.name)
+    streams = list(reversed(w.streams))  # children first
+    # pass 1: find what others changed since (read only)
+    for sp in streams:
+        for items in _pages(conn, w.name, sp.name):
+            with conn.begin():
+                renew()
+                _plan_page(conn, w.source, sp, items, run_ids, rep, max_listed, apply=False, force=False,
+                           wave=w.name, now=clock())
+    if rep.conflict_count and not force:
+        return rep
+    # pass 2: apply, page by page
+    with conn.begin():
+        mrepo.save_wave(conn, w.name, clock(), state="rolling_back")
+    rep.conflicts, rep.conflict_count = ([], 0) if not force else (rep.conflicts, rep.conflict_count)
+    for sp in streams:
+        while True:
+            with conn.begin():  # a lost lease rolls this page back with the renewal
+                renew()
+                items = mrepo.page_items(conn, w.name, sp.name, None, PAGE, w.source)
+                if not items:
+                    break
+                _plan_page(conn, w.source, sp, items, run_ids, rep, max_listed, apply=True, force=force,
+                           wave=w.name, now=clock())
+                mrepo.delete_items(conn, w.source, sp.name, [it["legacy_id"] for it in items])
+    with conn.begin():
+        mrepo.clear_rejects(conn, w.name)
+        conn.execute(delete(cursors).where(cursors.c.connector == w.cursor_owner))
+        mrepo.save_wave(conn, w.name, clock(), state="rolled_back", cutover_at=None, last_verify_ok=None)
+    rep.applied = True
     return rep
 
 

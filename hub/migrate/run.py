@@ -151,6 +151,25 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def wave_worker() -> str:
+    """Who holds a wave's lease: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def acquire_wave_lease(conn: Connection, lease: str, worker: str, now: datetime, ttl: timedelta) -> bool:
+    """The wave's lease (`migrate:<wave>`: one run, delta or rollback of a wave at a time)."""
+    if repos.acquire_lease(conn, lease, worker, now, ttl):
+        return True
+    # a run on this host that died (kill -9) leaves its lease: take it over when its process is gone
+    holder = repos.lease_holder(conn, lease)
+    if not holder:
+        return False
+    host, _, pid = str(holder["owner"]).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or _process_alive(int(pid)):
+        return False
+    return repos.take_over_lease(conn, lease, holder["owner"], worker, now, ttl)
+
+
 class WaveRunner:
     """Runs one wave of one hub: `run()`, `run(dry_run=True)`, `delta()`."""
 
@@ -163,7 +182,7 @@ class WaveRunner:
         self.clock = clock
         self.progress = progress
         self.page_hook = page_hook
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = wave_worker()
         self.lease = f"migrate:{self.wave.name}"
         self.lease_ttl = timedelta(seconds=hub.cfg.sync.lease_ttl_seconds)
         self.dry = False
@@ -277,16 +296,7 @@ class WaveRunner:
             repos.release_lease(conn, self.lease, self.worker)
 
     def _acquire(self, conn: Connection, now: datetime) -> bool:
-        if repos.acquire_lease(conn, self.lease, self.worker, now, self.lease_ttl):
-            return True
-        # a run on this host that died (kill -9) leaves its lease: take it over when its process is gone
-        holder = repos.lease_holder(conn, self.lease)
-        if not holder:
-            return False
-        host, _, pid = str(holder["owner"]).rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit() or _process_alive(int(pid)):
-            return False
-        return repos.take_over_lease(conn, self.lease, holder["owner"], self.worker, now, self.lease_ttl)
+        return acquire_wave_lease(conn, self.lease, self.worker, now, self.lease_ttl)
 
     # -- one stream --------------------------------------------------------------------------------
 
