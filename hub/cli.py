@@ -100,11 +100,12 @@ def connectors_check(name: Annotated[str | None, typer.Argument()] = None) -> No
             except Exception as e:
                 bad += 1
                 out.print(f"[red]fail[/red] {n}: {type(e).__name__}: {e}")
+            try:
+                for problem in h.engine.mapping_problems(c):
+                    bad += 1
+                    out.print(f"[red]fail[/red] {n}: mapping: {escape(problem)}", highlight=False)
             finally:
                 c.close()
-            for problem in h.engine.mapping_problems(n):
-                bad += 1
-                out.print(f"[red]fail[/red] {n}: mapping: {escape(problem)}", highlight=False)
         raise typer.Exit(1 if bad else 0)
 
 

@@ -176,19 +176,15 @@ class SyncEngine:
                 pairs.append((TARGET_ORDER.get(spec.target, 9), n_i, name, spec.name))
         return [(name, stream) for _o, _n, name, stream in sorted(pairs)]
 
-    def mapping_problems(self, name: str) -> list[str]:
-        """What is wrong with the mappings of an instance's enabled streams (each message names
+    def mapping_problems(self, conn: Connector) -> list[str]:
+        """What is wrong with the mappings of a connector's enabled streams (each message names
         the file, line and key), found without reading the vendor: `connectors check` says it."""
-        conn = self.factory.build(name)
         problems = []
-        try:
-            for spec in conn.enabled_streams():
-                try:
-                    self.mappings.stream(name, type(conn).kind, spec.name, spec.target)
-                except MappingLoadError as e:
-                    problems.append(str(e))
-        finally:
-            conn.close()
+        for spec in conn.enabled_streams():
+            try:
+                self.mappings.stream(conn.name, type(conn).kind, spec.name, spec.target)
+            except MappingLoadError as e:
+                problems.append(str(e))
         return list(dict.fromkeys(problems))
 
     def build(self, name: str) -> Connector:

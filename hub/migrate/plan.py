@@ -88,6 +88,7 @@ class _Analysis:
         self.connector: Any = None
         self.conflicts: dict[str, dict[str, dict[str, Any]]] = {}
         self._last_seq: dict[str, int] = {}
+        self._run_ids: dict[str, int | None] = {}
 
     def hook(self, conn: Connection, sp: StreamPlan, records: list[RawRecord], rejects: Any) -> None:
         self._refusals(conn, sp, records)
@@ -126,8 +127,10 @@ class _Analysis:
         w = self.wave
         if not records or sp.target not in ENTITY_TABLES:
             return
-        run_id = conn.execute(select(func.max(sync_runs.c.id)).where(
-            sync_runs.c.connector == w.source, sync_runs.c.stream == w.run_stream(sp.name))).scalar()
+        if sp.name not in self._run_ids:  # the dry run's run of this stream: asked once
+            self._run_ids[sp.name] = conn.execute(select(func.max(sync_runs.c.id)).where(
+                sync_runs.c.connector == w.source, sync_runs.c.stream == w.run_stream(sp.name))).scalar()
+        run_id = self._run_ids[sp.name]
         links = repos.lookup_links(conn, w.source, sp.target, [r.external_id for r in records])
         legacy = {eid: ext for ext, (eid, _d) in links.items()}
         if run_id is None or not legacy:

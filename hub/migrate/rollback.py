@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, update
 
 from hub.migrate.checksum import checksum, norm
+from hub.migrate.run import acquire_wave_lease, wave_worker
 from hub.migrate.waves import MigrateError, StreamPlan, load_wave
 from state import migration_repo as mrepo
 from state import repos
@@ -64,8 +65,6 @@ def _now() -> datetime:
 
 def rollback(hub: Hub, wave: str, *, force: bool = False, clock: Callable[[], datetime] = _now,
              max_listed: int = 200) -> RollbackReport:
-    from hub.migrate.run import acquire_wave_lease, wave_worker
-
     w = load_wave(hub, wave)
     rep = RollbackReport(w.name)
     lease, worker = f"migrate:{w.name}", wave_worker()
